@@ -18,12 +18,17 @@ import numpy as np
 STATE_DTYPE = np.float32
 
 
-def build_model(batch_size: int, units: Sequence[int], n_features: int) -> keras.Model:
-    """Input (N, None, F) -> LSTM(stateful, return_sequences) x len(units) -> Dense(1)."""
+def build_model(batch_size: int, units: Sequence[int], n_features: int,
+                mask_value: float | None = None) -> keras.Model:
+    """Input (N, None, F) -> LSTM(stateful, return_sequences) x len(units) -> Dense(1).
+
+    `mask_value` adds a Masking layer (training pads short tickers with it); it has no
+    weights, so `set_weights` moves weights between the masked and the plain model.
+    """
     if batch_size < 1 or not units or min(units) < 1:
         raise ValueError(f"need batch_size >= 1 and positive units, got {batch_size}, {units}")
     inputs = keras.Input(batch_shape=(batch_size, None, n_features), name="ticks")
-    x = inputs
+    x = inputs if mask_value is None else keras.layers.Masking(mask_value)(inputs)
     for i, u in enumerate(units):
         x = keras.layers.LSTM(u, stateful=True, return_sequences=True, name=f"lstm_{i}")(x)
     outputs = keras.layers.Dense(1, name="next_return")(x)

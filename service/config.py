@@ -1,0 +1,54 @@
+"""All settings, from `TICKSTREAM_*` environment variables or the matching CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKSTREAM_", env_file=None, extra="ignore")
+
+    # where things are
+    redis_url: str | None = Field(None, description="None: start an embedded redis-server")
+    data_dir: Path = Field(Path("data"), description="embedded Redis data + default model")
+    model_dir: Path | None = Field(None, description="None: train/load the default model")
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                      description="model name: Redis keys live under tickstream:{name}:")
+
+    # the streams
+    stream: str = "ticks"
+    dead_stream: str = "ticks:dead"
+    predictions_stream: str = "predictions"
+    predictions_maxlen: int = Field(100_000, ge=0, description="approximate cap; 0 = no stream")
+    group: str = "tickstream"
+    consumer: str = Field("tickstream-1", description="stable, so a restart finds its pending")
+    start_from: Literal["begin", "new"] = Field(
+        "begin", description="where a freshly created consumer group starts reading")
+
+    # the ingest loop
+    batch_count: int = Field(1000, ge=1, le=100_000, description="max entries per micro-batch")
+    block_ms: int = Field(50, ge=1, le=10_000, description="max wait for a micro-batch")
+    initial_rows: int = Field(64, ge=1, description="batch rows before the first growth")
+    max_tickers: int = Field(10_000, ge=1, description="beyond this, ticks are dead-lettered")
+    recycle_idle_s: float | None = Field(
+        None, gt=0, description="None: never recycle; else rows idle this long may be reused")
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="if set, write routes need Bearer auth")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().strip()) < 8:
+            raise ValueError("TICKSTREAM_API_KEY must be at least 8 characters when set")
+        return v
+
+    @property
+    def key_prefix(self) -> str:
+        return f"tickstream:{self.name}:"
