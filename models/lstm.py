@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 STATE_DTYPE = np.float32
+
+# The step's matmuls are small: one BLAS thread is faster than two fighting the ingest
+# thread and the HTTP loop for this machine's 2 cores (see BENCHMARKS.md).
+threadpool_limits(limits=1, user_api="blas")
 
 
 def build_model(batch_size: int, units: Sequence[int], n_features: int,

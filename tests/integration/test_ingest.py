@@ -1,0 +1,437 @@
+"""The ingest engine against a real redis-server: online = offline, exactly once, bad input
+kept out of the state, growth, per-row reset, recycling, Redis failures."""
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import redis
+
+from models.artifact import Artifact, ModelMeta, load_artifact, save_artifact
+from models.features import FEATURES, LastTicks, compute_features
+from models.lstm import build_model
+from models.reference import keras_reference
+from models.synthetic import SyntheticMarket
+from models.ticks import TickTable
+from service.checkpoint import HEADER
+from service.config import Settings
+from service.embedded_redis import EmbeddedRedis
+from service.ingest import Engine
+from service.snapshot import Prediction, Snapshot
+
+pytestmark = pytest.mark.integration
+
+UNITS = [16, 8]
+PREFIX = "tickstream:default:"
+StartEngine = Callable[..., Engine]
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained weights with a non-trivial normalisation: the engine must match Keras for
+    any weights, and must de-normalise the output."""
+    keras.utils.set_random_seed(7)
+    directory = tmp_path_factory.mktemp("artifact")
+    meta = ModelMeta(features=list(FEATURES), feature_mean=[0.0, 6.0, 0.4],
+                     feature_std=[0.002, 1.5, 0.5], target_mean=1e-4, target_std=0.002,
+                     units=UNITS, look_back=8)
+    save_artifact(directory, build_model(4, UNITS, len(FEATURES)), meta)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def artifact(artifact_dir: Path) -> Artifact:
+    return load_artifact(artifact_dir)
+
+
+def settings(**overrides: object) -> Settings:
+    return Settings(**{"batch_count": 64, "block_ms": 10, **overrides})
+
+
+@pytest.fixture
+def start_engine(redis_url: str, artifact: Artifact) -> Iterator[StartEngine]:
+    engines: list[Engine] = []
+
+    def start(url: str = redis_url, **overrides: object) -> Engine:
+        engine = Engine(settings(**overrides), artifact, url)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop()
+
+
+def interleaved(n_tickers: int, n_ticks: int, seed: int) -> TickTable:
+    """Synthetic ticks in a random merge of the tickers' sequences (each keeps its order)."""
+    ticks = SyntheticMarket(n_tickers, seed=seed).ticks(n_ticks)
+    rng = np.random.default_rng(seed)
+    slots = rng.permutation(ticks.ticker)  # which ticker comes next, a random interleaving
+    order = np.empty(len(ticks), np.intp)
+    for ticker in ticks.tickers():
+        order[slots == ticker] = np.flatnonzero(ticks.ticker == ticker)
+    return ticks.take(order)
+
+
+def xadd_ticks(client: redis.Redis, ticks: TickTable, stream: str = "ticks") -> list[bytes]:
+    pipe = client.pipeline(transaction=False)
+    for t in ticks.ticks():
+        pipe.xadd(stream, {"ticker": t.ticker, "price": repr(t.price),
+                           "volume": repr(t.volume), "ts": t.ts_ms})
+    return pipe.execute()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+
+
+def wait_caught_up(engine: Engine, last_id: bytes) -> None:
+    wait_for(lambda: engine.snapshot.stream_id == last_id.decode(), f"cursor {last_id!r}")
+
+
+def normalised(artifact: Artifact, prediction: float | np.ndarray) -> np.ndarray:
+    meta = artifact.meta
+    return (np.asarray(prediction) - meta.target_mean) / meta.target_std
+
+
+def assert_matches_keras(snapshot: Snapshot, ticks: TickTable, artifact_dir: Path,
+                         artifact: Artifact) -> None:
+    """Every ticker's served prediction = a batch-size-1 Keras run over its ticks alone."""
+    reference = keras_reference(artifact_dir, ticks)
+    assert set(snapshot.predictions) == set(reference)
+    for ticker, outputs in reference.items():
+        p = snapshot.predictions[ticker]
+        mine = np.flatnonzero(ticks.ticker == ticker)
+        assert p.steps == len(outputs) == len(mine), ticker
+        np.testing.assert_allclose(normalised(artifact, p.prediction), outputs[-1], atol=1e-5,
+                                   rtol=0, err_msg=ticker)
+        assert p.last_price == ticks.price[mine[-1]] and p.as_of == ticks.ts_ms[mine[-1]]
+        assert p.predicted_price == pytest.approx(p.last_price * np.exp(p.prediction), 1e-12)
+        assert p.model_version == artifact.meta.model_version
+
+
+def stream_predictions(client: redis.Redis, stream: str = "predictions") -> dict[str, list]:
+    """Ticker -> [(steps, prediction), ...] in stream order."""
+    out: dict[str, list] = {}
+    for _, f in client.xrange(stream):
+        out.setdefault(f[b"ticker"].decode(), []).append(
+            (int(f[b"steps"]), float(f[b"prediction"])))
+    return out
+
+
+def state_of(client: redis.Redis) -> dict[str, dict[bytes, bytes]]:
+    """Every hash of the checkpoint, byte for byte."""
+    return {name: client.hgetall(PREFIX + name) for name in ("rows", "state", "last",
+                                                             "predictions")}
+
+
+def test_online_equals_batch_size_one_keras(start_engine: StartEngine,
+                                            redis_client: redis.Redis, artifact_dir: Path,
+                                            artifact: Artifact) -> None:
+    ticks = interleaved(24, 3000, seed=5)
+    xadd_ticks(redis_client, ticks.take(np.arange(1500)))  # before the engine starts ...
+    engine = start_engine(batch_count=97, initial_rows=8)
+    ids = xadd_ticks(redis_client, ticks.take(np.arange(1500, 3000)))  # ... and while it runs
+    wait_caught_up(engine, ids[-1])
+
+    assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
+    assert engine.capacity == 32 and len(engine.tickers()) == 24
+    assert sorted(engine.tickers().values()) == list(range(24))
+    # every prediction along the way, in order, went to the predictions stream
+    reference = keras_reference(artifact_dir, ticks)
+    published = stream_predictions(redis_client)
+    for ticker, outputs in reference.items():
+        steps, values = zip(*published[ticker], strict=True)
+        assert list(steps) == list(range(1, len(outputs) + 1))
+        np.testing.assert_allclose(normalised(artifact, np.array(values)), outputs, atol=1e-5,
+                                   rtol=0)
+    # Redis holds exactly what is served
+    persisted = {k.decode(): Prediction.from_json(v)
+                 for k, v in redis_client.hgetall(PREFIX + "predictions").items()}
+    assert persisted == dict(engine.snapshot.predictions)
+    assert redis_client.get(PREFIX + "cursor") == ids[-1]
+    wait_for(lambda: engine.ready, "ready")
+    status = engine.status()
+    assert status["applied"] == 3000 and status["dead_lettered"] == {}
+    assert status["connected"] and status["batches"] >= 3000 // 97
+    assert redis_client.xpending("ticks", "tickstream")["pending"] == 0
+
+
+def test_stop_and_restart_ends_like_an_uninterrupted_run(start_engine: StartEngine,
+                                                         redis_client: redis.Redis,
+                                                         artifact_dir: Path,
+                                                         artifact: Artifact) -> None:
+    ticks = interleaved(20, 2400, seed=11)
+    ids = xadd_ticks(redis_client, ticks)
+    uninterrupted = start_engine(name="whole", group="whole", predictions_stream="p-whole",
+                                 batch_count=20)
+    first = start_engine(batch_count=20)
+    wait_for(lambda: first.counters().applied >= 400, "a few batches")
+    first.stop()
+    stopped_at = first.snapshot.stream_id
+    assert stopped_at is not None and stopped_at != ids[-1].decode(), "stopped mid-stream"
+    assert redis_client.get(PREFIX + "cursor").decode() == stopped_at  # its batch committed
+
+    second = start_engine(batch_count=33)
+    wait_caught_up(second, ids[-1])
+    wait_caught_up(uninterrupted, ids[-1])
+    assert_matches_keras(second.snapshot, ticks, artifact_dir, artifact)
+    whole, resumed = uninterrupted.snapshot.predictions, second.snapshot.predictions
+    assert {t: p.steps for t, p in resumed.items()} == {t: p.steps for t, p in whole.items()}
+    for ticker, p in resumed.items():
+        assert p.prediction == pytest.approx(whole[ticker].prediction, abs=1e-9)
+    # nothing lost, nothing doubled
+    assert redis_client.xlen("predictions") == len(ticks)
+    assert first.counters().applied + second.counters().applied == len(ticks)
+
+
+def test_a_failed_checkpoint_is_redone_from_what_redis_holds(
+    start_engine: StartEngine, redis_client: redis.Redis, artifact_dir: Path,
+    artifact: Artifact, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In memory the batch is already stepped when its EXEC fails, or succeeds with its
+    reply lost: either way the engine must reload and end exactly once."""
+    from service import checkpoint
+
+    real_commit = checkpoint.commit
+    calls = 0
+
+    def flaky_commit(*args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise redis.ConnectionError("injected: connection lost before EXEC")
+        real_commit(*args)  # type: ignore[arg-type]
+        if calls == 6:
+            raise redis.ConnectionError("injected: EXEC reply lost")
+
+    monkeypatch.setattr(checkpoint, "commit", flaky_commit)
+    ticks = interleaved(20, 1200, seed=3)
+    ids = xadd_ticks(redis_client, ticks)
+    engine = start_engine(batch_count=50)
+    wait_caught_up(engine, ids[-1])
+
+    assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
+    assert redis_client.xlen("predictions") == len(ticks)
+    status = engine.status()
+    assert status["errors"] == 2 and "EXEC reply lost" in status["last_error"]
+
+
+BAD_ENTRIES: list[tuple[dict, str]] = [
+    ({"price": "10"}, "missing_field"),
+    ({"ticker": "AAA"}, "missing_field"),
+    ({"ticker": "AAA", "price": "ten"}, "bad_price"),
+    ({"ticker": "AAA", "price": "nan"}, "bad_price"),
+    ({"ticker": "AAA", "price": "inf"}, "bad_price"),
+    ({"ticker": "AAA", "price": "-inf"}, "bad_price"),
+    ({"ticker": "AAA", "price": "0"}, "bad_price"),
+    ({"ticker": "AAA", "price": "-3.5"}, "bad_price"),
+    ({"ticker": "AAA", "price": "9" * 2048}, "bad_price"),
+    ({"ticker": "AAA", "price": "10", "volume": "NaN"}, "bad_volume"),
+    ({"ticker": "AAA", "price": "10", "volume": "inf"}, "bad_volume"),
+    ({"ticker": "AAA", "price": "10", "volume": "-1"}, "bad_volume"),
+    ({"ticker": "AAA", "price": "10", "ts": "yesterday"}, "bad_ts"),
+    ({"ticker": "AAA", "price": "10", "ts": "1e300"}, "bad_ts"),
+    ({"ticker": "A" * 2048, "price": "10"}, "bad_ticker"),
+    ({"ticker": "NOT A TICKER", "price": "10"}, "bad_ticker"),
+    ({"ticker": "NEWBIE", "price": "nan"}, "bad_price"),  # must not even register NEWBIE
+    ({"ticker": b"\xff\xfe\x00\x9c", "price": "10"}, "bad_encoding"),
+    ({b"\xc3\x28": b"\x80\x81", "ticker": "AAA", "price": "10"}, "bad_encoding"),
+    ({"ticker": "AAA", "price": "10", "ts": "1767225600999"}, "out_of_order"),
+]
+
+
+def test_bad_entries_are_dead_lettered_once_and_change_no_row(
+    start_engine: StartEngine, redis_client: redis.Redis, artifact_dir: Path,
+    artifact: Artifact,
+) -> None:
+    good = TickTable(np.array(["AAA", "BBB", "AAA", "BBB"]),
+                     np.array([1767225601000, 1767225601500, 1767225602000, 1767225602500]),
+                     np.array([10.0, 20.0, 10.5, 19.5]), np.array([100.0, 5.0, 0.0, 7.0]))
+    xadd_ticks(redis_client, good)
+    engine = start_engine(batch_count=7)
+    wait_caught_up(engine, redis_client.xinfo_stream("ticks")["last-generated-id"])
+    before = state_of(redis_client)
+
+    bad_ids = [redis_client.xadd("ticks", fields) for fields, _ in BAD_ENTRIES]
+    wait_caught_up(engine, bad_ids[-1])
+    assert state_of(redis_client) == before
+    assert set(engine.tickers()) == {"AAA", "BBB"}
+    dead = redis_client.xrange("ticks:dead")
+    assert len(dead) == len(BAD_ENTRIES)
+    for (_, letter), bad_id, (fields, reason) in zip(dead, bad_ids, BAD_ENTRIES, strict=True):
+        assert letter.pop(b"reason").decode() == reason
+        assert letter.pop(b"source_id") == bad_id
+        assert letter == {k if isinstance(k, bytes) else k.encode():
+                          v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+    assert engine.counters().dead_lettered == Counter(r for _, r in BAD_ENTRIES)
+
+    # the loop kept going: a good tick after the bad ones is applied as if they never were
+    later = TickTable(np.array(["AAA"]), np.array([1767225603000]), np.array([11.0]),
+                      np.array([1.0]))
+    (last_id,) = xadd_ticks(redis_client, later)
+    wait_caught_up(engine, last_id)
+    everything = TickTable(*(np.concatenate([a, b]) for a, b in
+                             zip((good.ticker, good.ts_ms, good.price, good.volume),
+                                 (later.ticker, later.ts_ms, later.price, later.volume),
+                                 strict=True)))
+    assert_matches_keras(engine.snapshot, everything, artifact_dir, artifact)
+    after_good = state_of(redis_client)
+
+    # redelivery of everything (the group rewound): applied once, dead-lettered once
+    n_entries = redis_client.xlen("ticks")
+    redis_client.xgroup_setid("ticks", "tickstream", "0")
+    wait_for(lambda: engine.counters().skipped == n_entries, "every entry skipped")
+    assert state_of(redis_client) == after_good
+    assert redis_client.xlen("ticks:dead") == len(BAD_ENTRIES)
+    assert redis_client.xlen("predictions") == len(everything)
+    assert engine.snapshot.predictions["AAA"].steps == 3
+
+
+def test_an_entry_deleted_while_pending_is_dead_lettered(start_engine: StartEngine,
+                                                        redis_client: redis.Redis) -> None:
+    """Entries a previous run read but never acknowledged come first, even if XDELed."""
+    redis_client.xgroup_create("ticks", "tickstream", "0", mkstream=True)
+    ids = [redis_client.xadd("ticks", {"ticker": "AAA", "price": str(p)}) for p in (1, 2, 3)]
+    redis_client.xreadgroup("tickstream", "tickstream-1", {"ticks": ">"})
+    redis_client.xdel("ticks", ids[1])
+    engine = start_engine()
+    wait_caught_up(engine, ids[-1])
+    ((_, letter),) = redis_client.xrange("ticks:dead")
+    assert letter == {b"reason": b"deleted", b"source_id": ids[1]}
+    assert engine.snapshot.predictions["AAA"].steps == 2
+    assert engine.snapshot.predictions["AAA"].last_price == 3.0
+
+
+def test_rows_grow_with_existing_state_intact_up_to_max_tickers(
+    start_engine: StartEngine, redis_client: redis.Redis, artifact_dir: Path,
+    artifact: Artifact,
+) -> None:
+    ticks = SyntheticMarket(6, seed=2).ticks(800)
+    phases = [(0, 300, {"SYN0000", "SYN0001"}), (300, 400, {"SYN0002"}),
+              (400, 700, {"SYN0000", "SYN0003", "SYN0004"}), (700, 800, {"SYN0005"})]
+    parts = [ticks.take(np.flatnonzero(np.isin(ticks.ticker, list(who))[lo:hi]) + lo)
+             for lo, hi, who in phases]
+    engine = start_engine(initial_rows=2, max_tickers=5, batch_count=16)
+
+    wait_caught_up(engine, xadd_ticks(redis_client, parts[0])[-1])
+    assert engine.capacity == 2 and set(engine.tickers()) == {"SYN0000", "SYN0001"}
+    assert sorted(engine.tickers().values()) == [0, 1]
+    rows_before = redis_client.hmget(PREFIX + "state", "0", "1")
+
+    wait_caught_up(engine, xadd_ticks(redis_client, parts[1])[-1])
+    assert engine.capacity == 4 and engine.tickers()["SYN0002"] == 2
+    assert redis_client.hmget(PREFIX + "state", "0", "1") == rows_before  # bit-exact
+
+    wait_caught_up(engine, xadd_ticks(redis_client, parts[2])[-1])
+    assert engine.capacity == 5 and len(engine.tickers()) == 5
+    idle_row = engine.tickers()["SYN0001"]  # no tick since phase 1
+    assert redis_client.hget(PREFIX + "state", str(idle_row)) == rows_before[idle_row]
+
+    wait_caught_up(engine, xadd_ticks(redis_client, parts[3])[-1])
+    assert engine.capacity == 5 == engine.max_tickers and "SYN0005" not in engine.tickers()
+    assert engine.counters().dead_lettered == {"capacity": len(parts[3])}
+    assert {f[b"reason"] for _, f in redis_client.xrange("ticks:dead")} == {b"capacity"}
+    applied = TickTable(*(np.concatenate(cols) for cols in zip(
+        *[(p.ticker, p.ts_ms, p.price, p.volume) for p in parts[:3]], strict=True)))
+    assert_matches_keras(engine.snapshot, applied, artifact_dir, artifact)
+
+
+def single_keras(artifact_dir: Path) -> keras.Model:
+    loaded = keras.saving.load_model(artifact_dir / "model.keras", safe_mode=True)
+    model = build_model(1, UNITS, len(FEATURES))
+    model.set_weights(loaded.get_weights())
+    return model
+
+
+def test_reset_ticker_zeroes_exactly_one_row(start_engine: StartEngine,
+                                             redis_client: redis.Redis, artifact_dir: Path,
+                                             artifact: Artifact) -> None:
+    ticks = interleaved(3, 90, seed=8)
+    engine = start_engine()
+    wait_caught_up(engine, xadd_ticks(redis_client, ticks)[-1])
+    before = redis_client.hgetall(PREFIX + "state")
+    row = engine.tickers()["SYN0001"]
+
+    assert engine.reset_ticker("syn0001") is True  # case-folded like the stream's tickers
+    after = redis_client.hgetall(PREFIX + "state")
+    zero = after.pop(str(row).encode())
+    assert zero[HEADER.size :] == bytes(len(zero) - HEADER.size) and zero[:4] == b"TSRS"
+    assert zero != before.pop(str(row).encode()) and after == before
+    assert engine.reset_ticker("NOPE") is False and engine.reset_ticker("not valid!") is False
+
+    # the next tick starts from zero state, its features still against the last tick
+    last = engine.snapshot.predictions["SYN0001"]
+    tick = TickTable(np.array(["SYN0001"]), np.array([last.as_of + 700]),
+                     np.array([last.last_price * 1.001]), np.array([50.0]))
+    wait_caught_up(engine, xadd_ticks(redis_client, tick)[-1])
+    raw, _ = compute_features(np.zeros(1, np.intp), tick.price, tick.volume, tick.ts_ms,
+                              LastTicks(np.array([last.last_price]), np.array([last.as_of])))
+    x = artifact.meta.feature_scaler.transform(raw)[None]  # (1, 1, F)
+    expected = np.asarray(single_keras(artifact_dir)(x))[0, -1, 0]
+    p = engine.snapshot.predictions["SYN0001"]
+    assert p.steps == last.steps + 1
+    np.testing.assert_allclose(normalised(artifact, p.prediction), expected, atol=1e-5)
+
+
+def test_idle_rows_are_recycled_only_when_enabled(start_engine: StartEngine,
+                                                  redis_client: redis.Redis,
+                                                  artifact_dir: Path,
+                                                  artifact: Artifact) -> None:
+    t0 = 1767225600000
+    ticks = TickTable(np.array(["AAA", "AAA", "BBB", "BBB", "CCC", "AAA", "BBB"]),
+                      t0 + np.array([1000, 1500, 2000, 2600, 4000, 4100, 4200]),
+                      np.array([10.0, 10.1, 20.0, 20.2, 30.0, 9.9, 20.1]), np.zeros(7))
+    engine = start_engine(max_tickers=2, recycle_idle_s=1.0, batch_count=1)
+    wait_caught_up(engine, xadd_ticks(redis_client, ticks)[-1])
+    # CCC took idle AAA's row 0, then AAA (back, fresh) took idle BBB's row 1; BBB at 4200
+    # finds both rows active within the last second
+    assert engine.tickers() == {"CCC": 0, "AAA": 1}
+    assert {k.decode(): int(v) for k, v in redis_client.hgetall(PREFIX + "rows").items()} == {
+        "CCC": 0, "AAA": 1}
+    assert set(redis_client.hkeys(PREFIX + "predictions")) == {b"CCC", b"AAA"}
+    assert engine.counters().dead_lettered == {"capacity": 1}
+    fresh = TickTable(np.array(["CCC", "AAA"]), t0 + np.array([4000, 4100]),
+                      np.array([30.0, 9.9]), np.zeros(2))
+    assert_matches_keras(engine.snapshot, fresh, artifact_dir, artifact)
+
+
+def test_redis_outage_keeps_reads_and_ends_exact(start_engine: StartEngine, tmp_path: Path,
+                                                 artifact_dir: Path,
+                                                 artifact: Artifact) -> None:
+    ticks = interleaved(20, 1600, seed=13)
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        engine = start_engine(url=server.url, batch_count=40)
+        wait_caught_up(engine, xadd_ticks(client, ticks.take(np.arange(800)))[-1])
+        wait_for(lambda: engine.ready, "ready")
+        served = engine.snapshot
+
+        server.kill()  # SIGKILL: AOF with fsync always keeps every committed batch
+        wait_for(lambda: not engine.ready, "not ready while Redis is down")
+        last_ok_at = engine.status()["last_ok_at"]
+        time.sleep(0.3)
+        assert engine.snapshot is served and len(engine.snapshot.predictions) == 20
+        status = engine.status()
+        assert status["connected"] is False and status["last_error"]
+        assert status["last_ok_at"] == last_ok_at < time.time() - 0.3  # how stale reads are
+        with pytest.raises(TimeoutError):  # and dropped: the end state below has no reset
+            engine.reset_ticker("SYN0001", timeout=0.3)
+
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        ids = xadd_ticks(client, ticks.take(np.arange(800, 1600)))
+        wait_caught_up(engine, ids[-1])
+        wait_for(lambda: engine.ready, "ready again")
+        assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
+        assert client.xlen("predictions") == len(ticks)
+        engine.stop()
