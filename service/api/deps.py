@@ -1,0 +1,96 @@
+"""What routes depend on, as `Annotated` aliases so route signatures read like prose."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from models.ticks import InvalidTick, normalize_ticker
+from service.config import Settings
+from service.ingest import Engine
+from service.snapshot import Snapshot
+
+
+class Problem(BaseModel):
+    """Every error body: `detail` is meant for a person; `errors` lists each bad field."""
+
+    detail: str
+    errors: list[dict[str, object]] | None = None
+
+
+def problem(description: str) -> dict[str, object]:
+    """An OpenAPI `responses` entry for an error status."""
+    return {"model": Problem, "description": description}
+
+
+PROBLEMS: dict[int | str, dict[str, object]] = {
+    422: problem("invalid input; `detail` says what and where"),
+}
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_snapshot(engine: Annotated[Engine, Depends(get_engine)]) -> Snapshot:
+    """Read the published snapshot once, so one response never mixes two snapshots."""
+    return engine.snapshot
+
+
+def get_redis(request: Request) -> aioredis.Redis:
+    return request.app.state.redis
+
+
+def parse_ticker(ticker: str) -> str:
+    """A ticker as the stream stores it (case-folded), or 422 saying what is wrong."""
+    try:
+        return normalize_ticker(ticker)
+    except InvalidTick as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, e.detail) from None
+
+
+def snapshot_age(snapshot: Snapshot) -> float:
+    """Seconds since `snapshot` was published: how stale every read answer is."""
+    return round(max(0.0, time.time() - snapshot.published_at), 3)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+TickerPath = Annotated[str, Depends(parse_ticker)]
+
+_bearer = HTTPBearer(auto_error=False, description="TICKSTREAM_API_KEY, when one is set")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse a write unless it carries the configured key (no key configured: allow)."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    given = credentials.credentials.encode() if credentials else b""
+    if not secrets.compare_digest(given, expected):
+        detail = ("wrong API key" if credentials else "missing API key") + (
+            ": send the header 'Authorization: Bearer <key>' with the key the service "
+            "was started with (TICKSTREAM_API_KEY)"
+        )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+WriteAccess = Depends(require_api_key)
+UNAUTHORIZED: dict[int | str, dict[str, object]] = {401: problem("missing or wrong API key")}

@@ -1,0 +1,79 @@
+"""Latest predictions, straight from the published snapshot (never from the model)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import (
+    PROBLEMS,
+    SnapshotDep,
+    TickerPath,
+    parse_ticker,
+    problem,
+    snapshot_age,
+)
+from service.snapshot import Prediction
+
+router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=PROBLEMS)
+
+
+class PredictionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    ticker: str
+    prediction: float = Field(description="predicted next log return")
+    predicted_price: float = Field(description="last_price * exp(prediction)")
+    last_price: float
+    as_of: int = Field(description="ts of the last applied tick, epoch ms")
+    stream_id: str = Field(description="stream ID of the last applied tick")
+    steps: int = Field(description="ticks applied to this ticker's row")
+    model_version: str
+
+
+class OnePrediction(PredictionOut):
+    snapshot_age_s: float = Field(description="seconds since the snapshot was published")
+
+
+class AllPredictions(BaseModel):
+    predictions: dict[str, PredictionOut]
+    unknown: list[str] = Field(description="requested tickers with no prediction yet")
+    stream_id: str | None = Field(description="last stream entry the snapshot includes")
+    snapshot_age_s: float = Field(description="seconds since the snapshot was published")
+
+
+def _out(p: Prediction) -> PredictionOut:
+    return PredictionOut.model_validate(p)
+
+
+@router.get("", response_model=AllPredictions)
+async def all_predictions(
+    snapshot: SnapshotDep,
+    tickers: Annotated[str | None, Query(description="comma list, e.g. AAPL,MSFT")] = None,
+) -> AllPredictions:
+    """Every ticker's latest prediction, or only those in `tickers`."""
+    wanted = [parse_ticker(t) for t in tickers.split(",") if t.strip()] if tickers else None
+    names = snapshot.predictions.keys() if wanted is None else wanted
+    found = {t: _out(snapshot.predictions[t]) for t in names if t in snapshot.predictions}
+    return AllPredictions(
+        predictions=found,
+        unknown=[t for t in wanted or () if t not in found],
+        stream_id=snapshot.stream_id,
+        snapshot_age_s=snapshot_age(snapshot),
+    )
+
+
+@router.get("/{ticker}", response_model=OnePrediction,
+            responses={404: problem("no tick of this ticker applied yet")})
+async def one_prediction(ticker: TickerPath, snapshot: SnapshotDep) -> OnePrediction:
+    """One ticker's latest prediction (404 until a tick of it has been applied)."""
+    p = snapshot.predictions.get(ticker)
+    if p is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"no prediction for {ticker!r}: no tick of it has been applied yet. "
+            "Send ticks with POST /v1/ticks; GET /v1/tickers lists the known tickers",
+        )
+    return OnePrediction(**_out(p).model_dump(), snapshot_age_s=snapshot_age(snapshot))

@@ -1,0 +1,368 @@
+"""`tickstream serve | train | feed | bench`: the commands a user types.
+
+Heavy imports (TensorFlow, the app) happen inside the commands that need them, so
+`--help` and input errors answer at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import threading
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType, UnionType
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import typer
+from pydantic import SecretStr, ValidationError
+
+from service.config import Settings
+
+if typing.TYPE_CHECKING:
+    from models.artifact import Artifact
+    from models.ticks import TickTable
+
+app = typer.Typer(
+    help="Online multi-stock streaming predictor: one stateful LSTM, one batch row per ticker.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals would print the API key
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Measure what the design rests on.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+SETTINGS_PANEL = "Settings (each also an env var TICKSTREAM_<NAME>)"
+
+
+# ---- Settings as flags: one --flag per field, so a new field is a new flag for free
+
+
+def _flag_type(annotation: Any) -> Any:
+    """The type typer parses a field's flag as: `X | None` -> X, a secret -> plain text."""
+    if isinstance(annotation, UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return str if annotation is SecretStr else annotation
+
+
+def _settings_params() -> list[inspect.Parameter]:
+    params = []
+    for name, field in Settings.model_fields.items():
+        option = typer.Option(None, f"--{name.replace('_', '-')}", help=field.description or "",
+                              show_default=False if field.default is None else str(field.default),
+                              rich_help_panel=SETTINGS_PANEL)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=_flag_type(field.annotation) | None))
+    return params
+
+
+def with_settings_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command(..., **flags)` one option per Settings field (None: not given)."""
+    sig = inspect.signature(command, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    command.__signature__ = sig.replace(parameters=own + _settings_params())  # type: ignore[attr-defined]
+    return command
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Flags given on the command line win over env vars, which win over defaults."""
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"--{str(err['loc'][0]).replace('_', '-')} (or TICKSTREAM_{str(err['loc'][0]).upper()})"
+            f": {err['msg']}" for err in e.errors()
+        )
+        raise typer.BadParameter(problems) from None
+
+
+@contextmanager
+def on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM call `stop` instead of killing the process, so cleanups still run."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _raise_exit() -> None:
+    raise typer.Exit(0)
+
+
+def _redacted(url: str) -> str:
+    """The URL fit to print: a password in it becomes ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***", 1)))
+
+
+def _connect(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_connect_timeout=3.0)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        typer.echo(f"cannot reach Redis at {_redacted(url)}: {e}", err=True)
+        raise typer.Exit(1) from None
+    return client
+
+
+def _read_csv(path: Path) -> TickTable:
+    """The file's valid ticks in ts order, saying what was skipped; BadParameter if none."""
+    from models.ticks import read_csv
+
+    try:
+        table, skipped = read_csv(path)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--csv") from None
+    if skipped:
+        typer.echo(f"{path}: skipped invalid rows {skipped}")
+    return table
+
+
+def _int_list(values: list[str], flag: str) -> list[int]:
+    """`--x 1 --x 2` and `--x 1,2` alike; every item a positive integer."""
+    try:
+        out = [int(v) for value in values for v in value.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise typer.BadParameter(f"{values} must be positive integers, e.g. 32,32",
+                                 param_hint=flag)
+    return out
+
+
+# ---- serve
+
+
+def _where(settings: Settings, embedded: bool) -> str:
+    host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+    redis_line = (f"embedded at {settings.redis_url} (data in {settings.data_dir / 'redis'})"
+                  if embedded else "as configured (TICKSTREAM_REDIS_URL / --redis-url)")
+    return "\n".join([
+        f"tickstream: model {settings.model_dir}; Redis {redis_line}",
+        f"  API docs     {base}/docs",
+        f"  predictions  {base}/v1/predictions",
+        f"  readiness    {base}/readyz   (answers once the model is loaded)",
+    ])  # fmt: skip
+
+
+def _start_feeder(settings: Settings, tickers: int, rate: float, stack: ExitStack) -> None:
+    """A synthetic producer thread, so one command shows predictions moving."""
+    from service.feed import feed_synthetic
+
+    stop = threading.Event()
+    client = _connect(str(settings.redis_url))
+
+    def run() -> None:
+        try:
+            feed_synthetic(client, settings.stream, tickers, rate, stop=stop,
+                           echo=lambda line: typer.echo(f"feed: {line}"), every_s=60.0)
+        except redis.RedisError as e:
+            typer.echo(f"feed: stopped, Redis error: {e}", err=True)
+
+    thread = threading.Thread(target=run, name="tickstream-feed", daemon=True)
+    thread.start()
+    stack.callback(client.close)
+    stack.callback(thread.join, 5.0)
+    stack.callback(stop.set)
+
+
+def _preflight(settings: Settings, artifact: Artifact) -> None:
+    """Fail before uvicorn starts, with a message instead of a lifespan traceback, when
+    Redis is unreachable or holds state another model wrote."""
+    from service import checkpoint
+
+    client = _connect(str(settings.redis_url))
+    try:
+        checkpoint.load(client, checkpoint.Layout.from_settings(settings),
+                        artifact.stepper(1).row_state_size, artifact.meta.model_version)
+    except checkpoint.CheckpointError as e:
+        raise typer.BadParameter(str(e), param_hint="--name / --model-dir") from None
+    finally:
+        client.close()
+
+
+@app.command()
+@with_settings_flags
+def serve(
+    synthetic_feed: Annotated[bool, typer.Option(
+        help="also feed a synthetic market into the stream")] = False,
+    feed_tickers: Annotated[int, typer.Option(min=1, help="with --synthetic-feed")] = 20,
+    feed_rate: Annotated[float, typer.Option(min=0.001, help="ticks/s, with --synthetic-feed")
+                         ] = 40.0,
+    **flags: Any,
+) -> None:
+    """Serve predictions over HTTP while stepping the model on the tick stream.
+
+    No Redis URL: start an embedded redis-server (AOF on, data under DATA_DIR/redis).
+    No model dir: use DATA_DIR/model, training a small synthetic model there the first time.
+    """
+    settings = load_settings(**flags)
+
+    import uvicorn
+
+    from models.artifact import ArtifactError, load_artifact
+    from models.train import ensure_default_model
+    from service.app import create_app
+    from service.embedded_redis import EmbeddedRedis
+
+    with ExitStack() as stack:
+        stack.enter_context(on_signals(_raise_exit))  # uvicorn re-raises what stopped it
+        embedded = settings.redis_url is None
+        if embedded:
+            try:
+                server = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+            except (OSError, RuntimeError) as e:
+                typer.echo(f"cannot start the embedded Redis: {e}", err=True)
+                raise typer.Exit(1) from None
+            settings = settings.model_copy(update={"redis_url": server.url})
+        if settings.model_dir is None:
+            model_dir = ensure_default_model(settings.data_dir / "model")
+            settings = settings.model_copy(update={"model_dir": model_dir})
+        try:
+            artifact = load_artifact(Path(settings.model_dir))
+        except ArtifactError as e:
+            raise typer.BadParameter(str(e), param_hint="--model-dir") from None
+        _preflight(settings, artifact)
+        if synthetic_feed:
+            _start_feeder(settings, feed_tickers, feed_rate, stack)
+        typer.echo(_where(settings, embedded))
+        uvicorn.run(create_app(settings, artifact), host=settings.host, port=settings.port)
+
+
+# ---- train
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="artifact directory to write")],
+    csv: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="ticks as ticker,ts,price[,volume] with a header")
+    ] = None,
+    synthetic: Annotated[bool, typer.Option(help="train on the synthetic market")] = False,
+    tickers: Annotated[int, typer.Option(min=1, help="with --synthetic")] = 20,
+    ticks_per_ticker: Annotated[int, typer.Option(min=2, help="with --synthetic")] = 400,
+    seed: Annotated[int, typer.Option(help="market and weight-init seed")] = 0,
+    epochs: Annotated[int | None, typer.Option(min=1, help="default: TrainConfig's")] = None,
+    units: Annotated[list[str] | None, typer.Option(
+        help="units per LSTM layer: --units 32 --units 16 or --units 32,16; "
+             "default: TrainConfig's")] = None,
+    look_back: Annotated[int | None, typer.Option(
+        min=1, help="steps per training window; default: TrainConfig's")] = None,
+) -> None:
+    """Train a model on a CSV or the synthetic market and save it as an artifact."""
+    if (csv is None) == (not synthetic):
+        raise typer.BadParameter("give exactly one of --csv FILE or --synthetic",
+                                 param_hint="--csv / --synthetic")
+    config_kwargs: dict[str, Any] = {"seed": seed}
+    if epochs is not None:
+        config_kwargs["epochs"] = epochs
+    if units:
+        config_kwargs["units"] = tuple(_int_list(units, "--units"))
+    if look_back is not None:
+        config_kwargs["look_back"] = look_back
+
+    if csv is not None:
+        ticks, source = _read_csv(csv), f"csv {csv}"
+    else:
+        from models.synthetic import SyntheticMarket
+
+        ticks = SyntheticMarket(tickers, seed).ticks(tickers * ticks_per_ticker)
+        source = f"synthetic tickers={tickers} seed={seed}"
+
+    from models.train import TrainConfig
+    from models.train import train as fit
+
+    try:
+        artifact, _ = fit(ticks, TrainConfig(**config_kwargs), out, verbose=2, source=source)
+    except ValueError as e:
+        typer.echo(f"cannot train: {e}", err=True)
+        raise typer.Exit(2) from None
+    meta = artifact.meta
+    typer.echo(f"saved {out} (model_version {meta.model_version})")
+    if "val_rmse" in meta.training:
+        typer.echo(f"validation RMSE {meta.training['val_rmse']:.6g} "
+                   f"vs {meta.training['val_zero_rmse']:.6g} for always predicting 0")
+
+
+# ---- feed
+
+
+@app.command()
+def feed(
+    synthetic: Annotated[bool, typer.Option(help="a live synthetic market")] = False,
+    csv: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, help="replay ticker,ts,price[,volume] in ts order")
+    ] = None,
+    tickers: Annotated[int, typer.Option(min=1, help="with --synthetic")] = 20,
+    rate: Annotated[float, typer.Option(
+        min=0, help="ticks/s in all, with --synthetic; 0 = as fast as possible")] = 40.0,
+    count: Annotated[int | None, typer.Option(
+        min=1, help="with --synthetic: stop after this many; default: never")] = None,
+    seed: Annotated[int, typer.Option(help="with --synthetic")] = 0,
+    speed: Annotated[float, typer.Option(
+        min=0, help="with --csv: times real time; 0 = as fast as possible")] = 1.0,
+    redis_url: Annotated[str | None, typer.Option(
+        help="default: TICKSTREAM_REDIS_URL; `serve` prints its embedded Redis URL")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(
+        help="default: TICKSTREAM_STREAM, else ticks")] = None,
+) -> None:
+    """Write ticks into the stream: a synthetic market (paced) or a CSV replay.
+
+    Synthetic ticks carry no ts, so the stream ID's time is their time.
+    Replayed ticks keep their CSV ts: a second replay of a file is dead-lettered.
+    """
+    if synthetic == (csv is not None):
+        raise typer.BadParameter("give exactly one of --synthetic or --csv FILE",
+                                 param_hint="--synthetic / --csv")
+    settings = load_settings(redis_url=redis_url, stream=stream)
+    if settings.redis_url is None:
+        raise typer.BadParameter("no Redis to write to: pass --redis-url or set "
+                                 "TICKSTREAM_REDIS_URL", param_hint="--redis-url")
+
+    from service.feed import feed_replay, feed_synthetic
+
+    table = None if csv is None else _read_csv(csv)
+    stop = threading.Event()
+    with _connect(settings.redis_url) as client, on_signals(stop.set):
+        try:
+            if table is not None:
+                feed_replay(client, settings.stream, table, speed, stop, typer.echo, str(csv))
+            else:
+                feed_synthetic(client, settings.stream, tickers, rate, count, seed, stop,
+                               typer.echo)
+        except redis.RedisError as e:
+            typer.echo(f"Redis error, feed stopped: {e}", err=True)
+            raise typer.Exit(1) from None
+
+
+# ---- bench
+
+
+@bench_app.command("step")
+def bench_step(
+    sizes: Annotated[list[str], typer.Option(help="batch sizes N (tickers)")] = ["10,100,500,2000"],  # noqa: B006
+    units: Annotated[int, typer.Option(min=1, help="LSTM units H")] = 64,
+    steps: Annotated[list[str], typer.Option(help="ticks per row per call T")] = ["1,4,16"],  # noqa: B006
+    repeats: Annotated[int, typer.Option(min=1, help="timed runs per figure")] = 5,
+    predict_sample: Annotated[int, typer.Option(min=1, help="Keras calls timed")] = 20,
+) -> None:
+    """One online step of the numpy stepper vs Keras predict/eager, as a Markdown table."""
+    from bench.step import format_table, run_step_bench
+
+    rows = run_step_bench(_int_list(sizes, "--sizes"), units, _int_list(steps, "--steps"),
+                          repeats, predict_sample, progress=lambda m: typer.echo(m, err=True))
+    typer.echo(format_table(rows))

@@ -1,0 +1,133 @@
+"""Driving `tickstream serve` as a real process, and the oracle checks on what it serves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+
+from models.reference import keras_reference
+from models.synthetic import SyntheticMarket
+from models.ticks import InvalidTick, TickTable, parse_tick
+from service.embedded_redis import free_port
+
+TICKSTREAM = str(Path(sys.executable).with_name("tickstream"))
+
+
+class ServiceProcess:
+    """`tickstream serve` in its own process, configured by TICKSTREAM_* variables."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.env = {**os.environ, **env, "TICKSTREAM_PORT": str(self.port),
+                    "TICKSTREAM_HOST": "127.0.0.1"}
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    def start(self, timeout: float = 120) -> None:
+        self.starts += 1
+        log = open(self.workdir / f"serve-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([TICKSTREAM, "serve"], env=self.env, cwd=self.workdir,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"serve did not answer /healthz: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crash."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self) -> str:
+        logs = sorted(self.workdir.glob("serve-*.log"))
+        return logs[-1].read_text(errors="replace")[-3000:] if logs else ""
+
+    def wait_applied(self, expected_steps: int, timeout: float = 180) -> dict:
+        """Wait until the served predictions account for `expected_steps` ticks."""
+        deadline = time.monotonic() + timeout
+        total = -1
+        while time.monotonic() < deadline:
+            try:
+                body = self.http.get("/v1/predictions").json()
+                total = sum(p["steps"] for p in body["predictions"].values())
+                if total >= expected_steps and self.http.get("/readyz").status_code == 200:
+                    return body["predictions"]
+            except (httpx.TransportError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"applied {total} of {expected_steps} ticks: {self.log_tail()}")
+
+
+def market_ticks(n_tickers: int, n_ticks: int, seed: int) -> TickTable:
+    """Synthetic ticks in a random interleaving across tickers (each ticker's order kept)."""
+    ticks = SyntheticMarket(n_tickers, seed).ticks(n_ticks)
+    rng = np.random.default_rng(seed)
+    keys = rng.random(len(ticks))
+    for ticker in ticks.tickers():
+        mine = np.flatnonzero(ticks.ticker == ticker)
+        keys[mine] = np.sort(keys[mine])
+    return ticks.take(np.argsort(keys, kind="stable"))
+
+
+def xadd_ticks(client: redis.Redis, ticks: TickTable, stream: str = "ticks") -> None:
+    pipe = client.pipeline(transaction=False)
+    for t in ticks.ticks():
+        pipe.xadd(stream, {"ticker": t.ticker, "price": repr(t.price),
+                           "volume": repr(t.volume), "ts": str(t.ts_ms)})
+    pipe.execute()
+
+
+def valid_ticks_in_stream(client: redis.Redis, stream: str = "ticks") -> TickTable:
+    """What the service must have applied: the stream's valid, in-order ticks, read back
+    from Redis itself (so ticks from XADD and from POST are in their true order)."""
+    last_ts: dict[str, int] = {}
+    kept = []
+    for entry_id, raw in client.xrange(stream):
+        try:
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            tick = parse_tick(fields, default_ts_ms=int(entry_id.split(b"-")[0]))
+        except (InvalidTick, UnicodeDecodeError):
+            continue
+        if tick.ts_ms < last_ts.get(tick.ticker, -1):
+            continue
+        last_ts[tick.ticker] = tick.ts_ms
+        kept.append(tick)
+    return TickTable.from_ticks(kept)
+
+
+def assert_served_equals_keras(served: dict, artifact_dir: Path, valid: TickTable) -> None:
+    """Online = offline: each ticker's served prediction and steps equal a batch-size-1
+    Keras run over that ticker's valid ticks alone."""
+    reference = keras_reference(artifact_dir, valid)
+    assert sorted(served) == sorted(reference)
+    worst = 0.0
+    for ticker, outputs in reference.items():
+        assert served[ticker]["steps"] == len(outputs), ticker
+        worst = max(worst, abs(served[ticker]["prediction"] - float(outputs[-1])))
+    assert worst < 1e-5, f"served vs batch-size-1 Keras: max abs diff {worst:.3g}"

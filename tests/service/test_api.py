@@ -1,0 +1,235 @@
+"""The HTTP API against a real redis-server and a real Engine (TestClient runs the lifespan)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.artifact import Artifact
+from service import checkpoint
+from service.app import create_app
+from service.config import Settings
+from service.embedded_redis import EmbeddedRedis
+
+KEY = "test-key-0123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def client(redis_url: str, artifact: Artifact) -> Callable[..., Any]:
+    """`with client(**settings) as c:` an app on the session Redis, lifespan on."""
+
+    @contextmanager
+    def make(**overrides: Any) -> Iterator[TestClient]:
+        fields = {"redis_url": redis_url, "block_ms": 20, "api_key": None, **overrides}
+        with TestClient(create_app(Settings(**fields), artifact)) as c:
+            yield c
+
+    return make
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll until `check()` is truthy; its last value, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"condition not met within {timeout}s")
+
+
+def post_json(c: TestClient, body: str, **headers: str) -> Any:
+    """Raw JSON text, so NaN and broken JSON reach the server as a client would send them."""
+    return c.post("/v1/ticks", content=body.encode(),
+                  headers={"content-type": "application/json", **headers})
+
+
+def steps_of(c: TestClient) -> dict[str, int]:
+    return {t: p["steps"] for t, p in c.get("/v1/predictions").json()["predictions"].items()}
+
+
+# ---- writes, then reads
+
+
+def test_posted_ticks_become_predictions_with_steps_equal_to_count(client, artifact) -> None:
+    ticks = [{"ticker": "aaa", "price": 10.0, "volume": 5, "ts": 1_000},
+             {"ticker": "BBB", "price": 20.5},
+             {"ticker": "AAA", "price": 10.5, "ts": 2_000},
+             {"ticker": "AAA", "price": 11.0, "volume": 1.5, "ts": 3_000}]
+    with client() as c:
+        r = c.post("/v1/ticks", json=ticks)
+        assert r.status_code == 202, r.text
+        ids = r.json()["ids"]
+        assert len(ids) == 4 and ids == sorted(ids, key=checkpoint.parse_id)
+
+        wait_for(lambda: steps_of(c) == {"AAA": 3, "BBB": 1})
+        body = c.get("/v1/predictions").json()
+        aaa = body["predictions"]["AAA"]
+        assert aaa["last_price"] == 11.0 and aaa["as_of"] == 3_000
+        assert aaa["stream_id"] == ids[3] and body["stream_id"] == ids[3]
+        assert aaa["model_version"] == artifact.meta.model_version
+        assert math.isclose(aaa["predicted_price"], 11.0 * math.exp(aaa["prediction"]))
+        assert body["unknown"] == [] and 0 <= body["snapshot_age_s"] < 60
+        bbb = body["predictions"]["BBB"]
+        assert bbb["as_of"] == int(ids[1].split("-")[0])  # no ts: the stream ID's time
+
+
+def test_one_ticker_is_case_folded_unknown_is_404_bad_is_422(client) -> None:
+    with client() as c:
+        c.post("/v1/ticks", json={"ticker": "MSFT", "price": 400.0})
+        wait_for(lambda: c.get("/v1/predictions/msft").status_code == 200)
+        one = c.get("/v1/predictions/msft").json()
+        assert one["ticker"] == "MSFT" and one["steps"] == 1 and one["snapshot_age_s"] >= 0
+
+        missing = c.get("/v1/predictions/ZZZ")
+        assert missing.status_code == 404
+        assert "ZZZ" in missing.json()["detail"] and "POST /v1/ticks" in missing.json()["detail"]
+
+        bad = c.get("/v1/predictions/" + "X" * 40)
+        assert bad.status_code == 422 and "1-16 chars" in bad.json()["detail"]
+
+
+def test_predictions_filter_names_the_unknown(client) -> None:
+    with client() as c:
+        c.post("/v1/ticks", json=[{"ticker": "A1", "price": 1.0}, {"ticker": "B2", "price": 2.0}])
+        wait_for(lambda: len(steps_of(c)) == 2)
+        body = c.get("/v1/predictions", params={"tickers": "a1, zz9"}).json()
+        assert list(body["predictions"]) == ["A1"] and body["unknown"] == ["ZZ9"]
+
+
+def test_tickers_lists_rows_capacity_and_max(client) -> None:
+    with client(initial_rows=2, max_tickers=50) as c:
+        c.post("/v1/ticks", json=[{"ticker": t, "price": 1.0} for t in ("X", "Y", "Z")])
+        wait_for(lambda: c.get("/v1/tickers").json()["count"] == 3)
+        body = c.get("/v1/tickers").json()
+        assert sorted(body["tickers"].values()) == [0, 1, 2] and set(body["tickers"]) == set("XYZ")
+        assert body["capacity"] == 4  # grew by doubling from 2
+        assert body["max_tickers"] == 50 and body["snapshot_age_s"] >= 0
+
+
+def test_reset_zeroes_the_persisted_row_state(client, redis_client, artifact) -> None:
+    layout = checkpoint.Layout.from_settings(Settings(api_key=None))
+    n_floats = artifact.stepper(1).row_state_size
+    with client() as c:
+        c.post("/v1/ticks", json=[{"ticker": "R", "price": p, "volume": 9} for p in (1, 2, 3)])
+        wait_for(lambda: steps_of(c).get("R") == 3)
+        row = c.get("/v1/tickers").json()["tickers"]["R"]
+        before = checkpoint.decode_row(redis_client.hget(layout.state, str(row)), n_floats)
+        assert np.any(before != 0)
+
+        r = c.post("/v1/tickers/r/reset")
+        assert r.status_code == 200 and r.json() == {"ticker": "R", "row": row, "reset": True}
+        after = checkpoint.decode_row(redis_client.hget(layout.state, str(row)), n_floats)
+        assert np.all(after == 0)
+
+        unknown = c.post("/v1/tickers/NOPE/reset")
+        assert unknown.status_code == 404 and "GET /v1/tickers" in unknown.json()["detail"]
+
+
+# ---- bad bodies: 422 with a message, and nothing reaches the stream
+
+
+@pytest.mark.parametrize(("body", "where", "says"), [
+    ('{"ticker": "AAA"}', "body[0].price", "Field required"),
+    ('{"ticker": "AAA", "price": NaN}', "body[0].price", "finite"),
+    ('{"ticker": "AAA", "price": Infinity}', "body[0].price", "finite"),
+    ('{"ticker": "AAA", "price": -3}', "body[0].price", "> 0"),
+    ('{"ticker": "AAA", "price": 0}', "body[0].price", "> 0"),
+    ('{"ticker": "AAA", "price": "12"}', "body[0].price", "valid number"),
+    ('{"ticker": "AAA", "price": 1, "volume": -1}', "body[0].volume", ">= 0"),
+    ('{"ticker": "AAA", "price": 1, "ts": 1.5}', "body[0].ts", "whole epoch milliseconds"),
+    ('{"ticker": "' + "A" * 2048 + '", "price": 1}', "body[0].ticker", "1-16 chars"),
+    ('[{"ticker": "OK", "price": 1}, {"ticker": "BAD", "price": -1}]', "body[1].price", "> 0"),
+    ("[]", "body", "at least 1"),
+    ('{"ticker": ', "body", "invalid JSON"),
+])
+def test_bad_ticks_get_422_and_write_nothing(client, redis_client, body, where, says) -> None:
+    with client() as c:
+        r = post_json(c, body)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert detail.startswith(f"{where}: ") and says in detail, detail
+    assert "A" * 100 not in r.text  # the oversized input is not echoed back
+    assert redis_client.xlen("ticks") == 0
+
+
+# ---- auth
+
+
+def test_writes_need_the_key_reads_stay_open(client) -> None:
+    tick = {"ticker": "AUTH", "price": 5.0}
+    with client(api_key=KEY) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong-key-000"},
+                        {"Authorization": f"Basic {KEY}"}):
+            for path in ("/v1/ticks", "/v1/tickers/AUTH/reset"):
+                r = c.post(path, json=tick, headers=headers)
+                assert r.status_code == 401, (path, headers)
+                assert "Authorization: Bearer" in r.json()["detail"]
+                assert r.headers["www-authenticate"] == "Bearer"
+        assert c.post("/v1/ticks", json=tick, headers=AUTH).status_code == 202
+        wait_for(lambda: c.get("/v1/predictions/AUTH").status_code == 200)
+        assert c.post("/v1/tickers/AUTH/reset", headers=AUTH).status_code == 200
+        for path in ("/v1/predictions", "/v1/tickers", "/healthz", "/readyz", "/metrics"):
+            assert c.get(path).status_code == 200, path
+
+
+# ---- health and metrics
+
+
+def test_health_ready_and_docs(client) -> None:
+    with client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = wait_for(lambda: (r := c.get("/readyz")).status_code == 200 and r.json())
+        assert ready["ready"] is True and ready["reasons"] == [] and ready["connected"] is True
+        paths = c.get("/openapi.json").json()["paths"]
+        assert {"/v1/predictions/{ticker}", "/v1/ticks", "/v1/tickers/{ticker}/reset",
+                "/readyz", "/metrics"} <= set(paths)
+        assert c.get("/docs").status_code == 200
+
+
+def test_metrics_count_applied_ticks_and_dead_letters(client, redis_client) -> None:
+    with client() as c:
+        c.post("/v1/ticks", json=[{"ticker": "M", "price": p} for p in (1.0, 2.0)])
+        redis_client.xadd("ticks", {"ticker": "M", "price": "nan"})  # straight to the stream
+        wait_for(lambda: 'tickstream_dead_letters_total{reason="bad_price"} 1.0'
+                 in c.get("/metrics").text)
+        r = c.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+    assert "tickstream_ticks_applied_total 2.0" in r.text
+    assert "tickstream_snapshot_age_seconds " in r.text
+    assert 'tickstream_model_info{model_version="' in r.text
+
+
+def test_redis_down_reads_keep_answering_readyz_goes_503_and_back(
+    tmp_path: Path, artifact: Artifact
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    try:
+        settings = Settings(redis_url=server.url, block_ms=20, api_key=None)
+        with TestClient(create_app(settings, artifact)) as c:
+            c.post("/v1/ticks", json={"ticker": "UP", "price": 7.0})
+            wait_for(lambda: c.get("/readyz").status_code == 200
+                     and c.get("/v1/predictions/UP").status_code == 200)
+
+            server.kill()
+            down = wait_for(lambda: (r := c.get("/readyz")).status_code == 503 and r.json())
+            assert down["ready"] is False and any("Redis" in m for m in down["reasons"])
+            read = c.get("/v1/predictions/UP")  # from the last snapshot, with its age
+            assert read.status_code == 200 and read.json()["last_price"] == 7.0
+            write = c.post("/v1/ticks", json={"ticker": "UP", "price": 8.0})
+            assert write.status_code == 503 and "Redis is unreachable" in write.json()["detail"]
+
+            server.start()
+            wait_for(lambda: c.get("/readyz").status_code == 200, timeout=30)
+    finally:
+        server.stop()
