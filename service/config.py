@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TICKSTREAM_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TICKSTREAM_", env_file=None, extra="ignore",
+                                      env_ignore_empty=True)  # VAR= means unset
 
     # where things are
     redis_url: str | None = Field(None, description="None: start an embedded redis-server")

@@ -6,11 +6,14 @@ recovery is checked against a real server, never a fake.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +22,39 @@ from typing import Literal, Self
 import redis
 
 LOG_NAME = "redis.log"
+PID_NAME = "redis.pid"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGTERM the server when its parent dies,
+    even by SIGKILL, so a crashed service never leaves a second writer on its AOF."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop_stale_server(pid_file: Path, timeout: float = 10.0) -> None:
+    """A redis-server still running on this data dir (its parent died where PDEATHSIG does
+    not exist) would share the AOF with the new one: stop it first."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"redis-server" not in cmdline:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs; an exited child its parent has not reaped yet counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def find_redis_server() -> str:
@@ -88,10 +124,14 @@ class EmbeddedRedis:
         if self.pid is not None:
             raise RuntimeError(f"redis-server already running (pid {self.pid}) on {self.url}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _stop_stale_server(self.data_dir / PID_NAME)
         # The server logs to stdout, which is the log file: startup errors land there too.
+        # Its own session: a Ctrl-C meant for the service must not kill Redis under it
+        # before the last checkpoint; the service stops it.
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
         try:
             self._wait_ready(self._proc)
@@ -146,6 +186,7 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
             "--daemonize", "no",
+            "--pidfile", str(self.data_dir / PID_NAME),
         ]  # fmt: skip
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:

@@ -1,11 +1,14 @@
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from service.embedded_redis import EmbeddedRedis
+from service.embedded_redis import EmbeddedRedis, process_alive
 
 
 def test_session_server_answers_ping_and_is_not_6379(
@@ -74,3 +77,38 @@ def test_start_on_a_taken_port_fails_with_the_log_tail(
     with pytest.raises(RuntimeError, match=r"exited with code .*last lines of .*redis\.log"):
         server.start()
     assert server.pid is None
+
+
+def test_server_dies_with_the_process_that_started_it(tmp_path: Path):
+    """A SIGKILLed service must not leave its embedded Redis running on the AOF."""
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from service.embedded_redis import EmbeddedRedis, process_alive\n"
+        "r = EmbeddedRedis(Path(sys.argv[1])); r.start(); print(r.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    assert process_alive(server_pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while process_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(server_pid)
+
+
+def test_a_stale_server_on_the_same_data_dir_is_stopped_first(tmp_path: Path):
+    first = EmbeddedRedis(tmp_path)
+    first.start()
+    stale_pid = first.pid
+    first._proc = None  # forget it, as a crashed parent would
+    second = EmbeddedRedis(tmp_path)
+    second.start()
+    try:
+        assert not process_alive(stale_pid)
+        assert second.pid is not None and second.pid != stale_pid
+    finally:
+        second.stop()
+
