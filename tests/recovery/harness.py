@@ -24,11 +24,13 @@ TICKSTREAM = str(Path(sys.executable).with_name("tickstream"))
 class ServiceProcess:
     """`tickstream serve` in its own process, configured by TICKSTREAM_* variables."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str],
+                 base_env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.env = {**os.environ, **env, "TICKSTREAM_PORT": str(self.port),
-                    "TICKSTREAM_HOST": "127.0.0.1"}
+        self.env = {**(os.environ if base_env is None else base_env), **env,
+                    "TICKSTREAM_PORT": str(self.port), "TICKSTREAM_HOST": "127.0.0.1"}
+        self.args = args or []
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
@@ -36,8 +38,8 @@ class ServiceProcess:
     def start(self, timeout: float = 120) -> None:
         self.starts += 1
         log = open(self.workdir / f"serve-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([TICKSTREAM, "serve"], env=self.env, cwd=self.workdir,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([TICKSTREAM, "serve", *self.args], env=self.env,
+                                     cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

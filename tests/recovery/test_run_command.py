@@ -1,0 +1,33 @@
+"""The README's run command on its embedded defaults: embedded Redis, default model
+(trained on first use), synthetic feed — and predictions that move."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from harness import ServiceProcess
+
+pytestmark = pytest.mark.recovery
+
+
+def test_serve_on_embedded_defaults_shows_predictions_moving(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKSTREAM_")}
+    service = ServiceProcess(tmp_path, {"TICKSTREAM_DATA_DIR": str(tmp_path / "data")},
+                             base_env=env, args=["--synthetic-feed"])
+    started = time.monotonic()
+    try:
+        service.start(timeout=240)  # the first start trains the default model
+        first = service.wait_applied(1, timeout=60)
+        time.sleep(2.0)
+        later = service.wait_applied(sum(p["steps"] for p in first.values()) + 20, timeout=60)
+        moved = [t for t in later if t not in first or later[t]["steps"] > first[t]["steps"]]
+        assert moved, "no ticker's prediction moved"
+        assert len(later) >= 10  # the synthetic feed's tickers showed up
+        assert (tmp_path / "data" / "model" / "model.keras").is_file()
+        assert (tmp_path / "data" / "redis").is_dir()
+        print(f"\npredictions moving {time.monotonic() - started:.0f}s after the command")
+    finally:
+        service.stop()
+    redis_pid_file = tmp_path / "data" / "redis" / "redis.pid"
+    assert not redis_pid_file.exists(), "serve left its embedded Redis running"
