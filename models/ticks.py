@@ -17,6 +17,10 @@ import numpy as np
 
 TICKER_PATTERN = re.compile(r"[A-Z0-9._-]{1,16}")
 MAX_FIELD_CHARS = 64  # a price or ts longer than this is garbage, not a number
+# Bounds that keep every feature finite: ln(MAX_PRICE / MIN_PRICE) is ~48, not inf.
+MIN_PRICE = 1e-9
+MAX_PRICE = 1e12
+MAX_TS_MS = 32_503_680_000_000  # year 3000: a larger ts is microseconds or garbage
 
 
 class InvalidTick(ValueError):
@@ -59,6 +63,9 @@ def _number(name: str, raw: str) -> float:
 def check_price(value: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise InvalidTick("bad_price", f"price must be finite and > 0, got {value!r}")
+    if not MIN_PRICE <= value <= MAX_PRICE:
+        raise InvalidTick("bad_price", f"price must be within [{MIN_PRICE:g}, {MAX_PRICE:g}], "
+                                       f"got {value!r}")
     return value
 
 
@@ -69,8 +76,9 @@ def check_volume(value: float) -> float:
 
 
 def check_ts(value: float) -> int:
-    if not math.isfinite(value) or value < 0 or value != int(value) or value > 2**53:
-        raise InvalidTick("bad_ts", f"ts must be whole epoch milliseconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or value != int(value) or value > MAX_TS_MS:
+        raise InvalidTick("bad_ts", f"ts must be whole epoch milliseconds before the year "
+                                    f"3000, got {value!r}")
     return int(value)
 
 

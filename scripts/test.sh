@@ -2,10 +2,10 @@
 # The test command: installs what it needs, lints, runs every test. Extra args go to pytest.
 source "$(dirname "$0")/_venv.sh"
 echo ">> ruff check"
-ruff check .
+"$VENV_BIN/ruff" check .
 echo ">> pytest"
 set +e
-pytest "$@"
+"$VENV_BIN/pytest" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

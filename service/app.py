@@ -11,6 +11,8 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -43,8 +45,10 @@ def create_app(
         engine.start()
         app.state.engine = engine
         app.state.metrics = registry_for(engine)
+        # No automatic retries: a resent XADD whose reply was lost would append it twice.
         app.state.redis = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0)
+            redis_url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0,
+            retry=Retry(NoBackoff(), 0))
         try:
             yield
         finally:

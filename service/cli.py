@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import typer
 from pydantic import SecretStr, ValidationError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from service.config import Settings
 
@@ -104,11 +106,14 @@ def _redacted(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***", 1)))
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_connect_timeout=3.0)
+    """No automatic retries: a resent XADD pipeline whose reply was lost writes twice."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3.0, retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
     except redis.RedisError as e:
@@ -274,16 +279,14 @@ def train(
     if look_back is not None:
         config_kwargs["look_back"] = look_back
 
+    from models.train import TrainConfig, synthetic_ticks
+    from models.train import train as fit
+
     if csv is not None:
         ticks, source = _read_csv(csv), f"csv {csv}"
     else:
-        from models.synthetic import SyntheticMarket
-
-        ticks = SyntheticMarket(tickers, seed).ticks(tickers * ticks_per_ticker)
+        ticks = synthetic_ticks(tickers, ticks_per_ticker, seed)
         source = f"synthetic tickers={tickers} seed={seed}"
-
-    from models.train import TrainConfig
-    from models.train import train as fit
 
     try:
         artifact, _ = fit(ticks, TrainConfig(**config_kwargs), out, verbose=2, source=source)

@@ -24,6 +24,9 @@ def test_valid_tick_is_case_folded_and_defaults_apply():
     ({"ticker": "A", "price": "0"}, "bad_price"),
     ({"ticker": "A", "price": "-3"}, "bad_price"),
     ({"ticker": "A", "price": "1" * 100}, "bad_price"),
+    ({"ticker": "A", "price": "1e-300"}, "bad_price"),  # ln(1e300 / 1e-300) would be inf
+    ({"ticker": "A", "price": "1e300"}, "bad_price"),
+    ({"ticker": "A", "price": "1", "ts": "1767225600000000"}, "bad_ts"),  # microseconds
     ({"ticker": "A", "price": "1", "volume": "-1"}, "bad_volume"),
     ({"ticker": "A", "price": "1", "volume": "NaN"}, "bad_volume"),
     ({"ticker": "A", "price": "1", "ts": "1.5"}, "bad_ts"),

@@ -6,9 +6,9 @@ valid ticks, read back from the stream), and exactly-once is checked by counting
 """
 
 import random
-import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +19,8 @@ from harness import (
     valid_ticks_in_stream,
     xadd_ticks,
 )
+
+from service.embedded_redis import find_redis_server
 
 pytestmark = pytest.mark.recovery
 
@@ -50,8 +52,8 @@ def post_ticks(service, chunk) -> None:
 
 
 def redis_cli_xadd(url_port: int, chunk) -> None:
-    cli = shutil.which("redis-cli")
-    assert cli, "redis-cli ships with redis-server"
+    cli = Path(find_redis_server()).with_name("redis-cli")
+    assert cli.is_file(), "redis-cli ships beside redis-server"
     for t in chunk.ticks():
         subprocess.run([cli, "-p", str(url_port), "XADD", "ticks", "*", "ticker", t.ticker,
                         "price", repr(t.price), "ts", str(t.ts_ms)], check=True,

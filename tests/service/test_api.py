@@ -233,3 +233,19 @@ def test_redis_down_reads_keep_answering_readyz_goes_503_and_back(
             wait_for(lambda: c.get("/readyz").status_code == 200, timeout=30)
     finally:
         server.stop()
+
+
+def test_all_predictions_body_matches_its_documented_schema(client) -> None:
+    """The list route writes its JSON by hand for speed; it must still be what /docs says
+    and agree with the one-ticker route field for field."""
+    from service.api.routes.predictions import AllPredictions
+
+    with client() as c:
+        c.post("/v1/ticks", json=[{"ticker": "SCH1", "price": 3.25},
+                                  {"ticker": "SCH2", "price": 1e-3, "volume": 7}])
+        wait_for(lambda: len(steps_of(c)) == 2)
+        body = AllPredictions.model_validate_json(c.get("/v1/predictions?tickers=sch2,x").text)
+        one = c.get("/v1/predictions/SCH2").json()
+    assert body.unknown == ["X"] and list(body.predictions) == ["SCH2"]
+    assert body.predictions["SCH2"].model_dump() == {k: v for k, v in one.items()
+                                                    if k != "snapshot_age_s"}

@@ -40,7 +40,8 @@ async def readyz(engine: EngineDep, redis: RedisDep, snapshot: SnapshotDep) -> J
     if not state["connected"]:
         reasons.append(f"ingest loop cannot reach Redis: {state['last_error']}")
     elif not state["ready"]:
-        reasons.append(f"ingest loop catching up: {state['lag']} entries not yet read, "
+        lag = "an unknown number of" if state["lag"] is None else state["lag"]
+        reasons.append(f"ingest loop catching up: {lag} entries not yet read, "
                        f"{state['pending']} pending")
     body: dict[str, Any] = {**state, "ready": not reasons, "reasons": reasons,
                             "snapshot_age_s": snapshot_age(snapshot)}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import (
@@ -52,17 +53,18 @@ def _out(p: Prediction) -> PredictionOut:
 async def all_predictions(
     snapshot: SnapshotDep,
     tickers: Annotated[str | None, Query(description="comma list, e.g. AAPL,MSFT")] = None,
-) -> AllPredictions:
+) -> Response:
     """Every ticker's latest prediction, or only those in `tickers`."""
     wanted = [parse_ticker(t) for t in tickers.split(",") if t.strip()] if tickers else None
-    names = snapshot.predictions.keys() if wanted is None else wanted
-    found = {t: _out(snapshot.predictions[t]) for t in names if t in snapshot.predictions}
-    return AllPredictions(
-        predictions=found,
-        unknown=[t for t in wanted or () if t not in found],
-        stream_id=snapshot.stream_id,
-        snapshot_age_s=snapshot_age(snapshot),
-    )
+    preds = snapshot.predictions
+    names = preds.keys() if wanted is None else [t for t in wanted if t in preds]
+    # Prediction.to_json is ~20x cheaper than a pydantic model per ticker: with 10,000
+    # tickers that is ~10 ms instead of ~130 ms holding the event loop.
+    body = ", ".join(f'"{t}": {preds[t].to_json()}' for t in names)
+    tail = json.dumps({"unknown": [t for t in wanted or () if t not in preds],
+                       "stream_id": snapshot.stream_id,
+                       "snapshot_age_s": snapshot_age(snapshot)})
+    return Response(f'{{"predictions": {{{body}}}, {tail[1:]}', media_type="application/json")
 
 
 @router.get("/{ticker}", response_model=OnePrediction,

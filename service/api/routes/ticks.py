@@ -56,7 +56,7 @@ class Appended(BaseModel):
              responses={**UNAUTHORIZED, 503: problem("Redis unreachable: nothing was written")})
 async def post_ticks(ticks: TickBody, settings: SettingsDep, redis: RedisDep) -> Appended:
     """Append ticks to the stream; the ingest loop applies them shortly after."""
-    async with redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=True) as pipe:  # all of the body or none
         for tick in ticks:
             pipe.xadd(settings.stream, tick.fields())
         ids = await pipe.execute()
