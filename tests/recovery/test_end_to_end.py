@@ -101,21 +101,24 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(service_factory, re
     rng = random.Random(3)
     client = redis.Redis.from_url(redis_proc.url)
     service = service_factory(batch_count="50")  # many small batches: many checkpoints
-    chunks = feed_chunks(8, seed=12)
-    kills = 0
+    chunks = feed_chunks(8, seed=12, n_ticks=8000)
+    mid_batch = 0  # kills that left delivered-but-uncommitted entries behind
     service.start()
     for i, chunk in enumerate(chunks):
         xadd_ticks(client, chunk)
         if i == 2:
             for fields in BAD_ENTRIES:
                 client.xadd("ticks", fields)
-        time.sleep(rng.uniform(0.0, 0.6))  # lands in a read, a step or a checkpoint
+        time.sleep(rng.uniform(0.0, 0.05))  # while the backlog drains: read, step, commit
         service.kill()
-        kills += 1
+        group = client.xinfo_groups("ticks")[0]
+        mid_batch += group["pending"] > 0
         service.start()
     valid = valid_ticks_in_stream(client)
     served = service.wait_applied(len(valid))
-    assert kills >= 5
+    assert service.starts - 1 >= 5
+    print(f"\n{mid_batch} of {service.starts - 1} kills landed inside a batch")
+    assert mid_batch >= 2, f"only {mid_batch} kills landed inside a batch"
     assert_served_equals_keras(served, artifact_dir, valid)
     assert_exactly_once(client, len(valid))
 
