@@ -63,8 +63,8 @@ def compute_features(
     r, p, t = rows[order], price[order], ts_ms[order]
     same_row_before = np.zeros(m, bool)
     same_row_before[1:] = r[1:] == r[:-1]
-    prev_p = np.where(same_row_before, np.roll(p, 1), last.price[r])
-    prev_t = np.where(same_row_before, np.roll(t, 1), last.ts_ms[r])
+    prev_p = np.where(same_row_before, _shifted(p), last.price[r])
+    prev_t = np.where(same_row_before, _shifted(t), last.ts_ms[r])
     has_prev = prev_p > 0
 
     feats = np.empty((m, len(FEATURES)), np.float64)
@@ -78,6 +78,14 @@ def compute_features(
     after.price[r[is_last_of_row]] = p[is_last_of_row]
     after.ts_ms[r[is_last_of_row]] = t[is_last_of_row]
     return feats, after
+
+
+def _shifted(a: np.ndarray) -> np.ndarray:
+    """a[i - 1] at i (a[0] at 0, never used): np.roll's result at a fraction of its cost."""
+    out = np.empty_like(a)
+    out[0] = a[0]
+    out[1:] = a[:-1]
+    return out
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import redis
 
 from service.config import Settings
+from service.redis_io import Command, Link, transaction
 from service.snapshot import Prediction
 from service.types import Row, Rows, StreamId
 
@@ -186,6 +188,10 @@ class Changes:
     evicted: list[str] = field(default_factory=list)
     cursor: StreamId | None = None
     latest: Sequence[Prediction] = ()
+    # optional, as the loop formats them (each float once): `latest` as JSON, and
+    # encode_last of each changed row; commands() derives them if left empty
+    latest_json: Sequence[str] = ()
+    last_text: Sequence[str] = ()
     # the predictions stream's columns: ticker, prediction, predicted_price, last_price,
     # as_of, stream_id, steps; one entry per applied tick
     published: Sequence[Sequence[str | int | float]] = ()
@@ -193,30 +199,51 @@ class Changes:
     ack: Sequence[bytes] = ()
 
 
-def commit(client: redis.Redis, layout: Layout, model_version: str, c: Changes) -> None:
-    """Write one batch's changes and XACK its entries in ONE MULTI/EXEC."""
-    pipe = client.pipeline(transaction=True)
+def commands(layout: Layout, model_version: str, c: Changes) -> list[Command]:
+    """The commands that write one batch's changes and XACK its entries (to run in ONE
+    MULTI/EXEC). Built as plain argument tuples: packing them is C work, not Python."""
+    cmds: list[Command] = []
     if len(c.rows):
-        row_keys = [str(r) for r in c.rows.tolist()]
-        pipe.hset(layout.state, mapping=dict(zip(row_keys, encode_rows(c.state), strict=True)))
-        last = map(encode_last, c.last_price.tolist(), c.last_ts.tolist())
-        pipe.hset(layout.last, mapping=dict(zip(row_keys, last, strict=True)))
-        pipe.set(layout.model, model_version)
+        rows = c.rows.tolist()
+        cmds.append(("HSET", layout.state, *_pairs(rows, encode_rows(c.state))))
+        last = c.last_text or list(map(encode_last, c.last_price.tolist(), c.last_ts.tolist()))
+        cmds.append(("HSET", layout.last, *_pairs(rows, last)))
+        cmds.append(("SET", layout.model, model_version))
     if c.evicted:
-        pipe.hdel(layout.rows, *c.evicted)
-        pipe.hdel(layout.predictions, *c.evicted)
+        cmds.append(("HDEL", layout.rows, *c.evicted))
+        cmds.append(("HDEL", layout.predictions, *c.evicted))
     if c.added:
-        pipe.hset(layout.rows, mapping=c.added)
+        cmds.append(("HSET", layout.rows, *_pairs(c.added, c.added.values())))
     if c.latest:
-        pipe.hset(layout.predictions, mapping={p.ticker: p.to_json() for p in c.latest})
+        texts = c.latest_json or [p.to_json() for p in c.latest]
+        cmds.append(("HSET", layout.predictions, *_pairs((p.ticker for p in c.latest), texts)))
     if c.cursor is not None:
-        pipe.set(layout.cursor, c.cursor)
+        cmds.append(("SET", layout.cursor, c.cursor))
     for d in c.dead:
-        pipe.xadd(layout.dead_stream, {**d.fields, b"reason": d.reason, b"source_id": d.source_id})
+        letter = {**d.fields, b"reason": d.reason, b"source_id": d.source_id}
+        cmds.append(("XADD", layout.dead_stream, "*", *_pairs(letter, letter.values())))
     if layout.predictions_maxlen and c.published:
-        values = [v for entry in zip(*c.published, strict=True) for v in entry]
-        pipe.eval(_XADD_PREDICTIONS, 1, layout.predictions_stream, layout.predictions_maxlen,
-                  model_version, *values)
+        values: list[Any] = [None] * sum(map(len, c.published))
+        for j, column in enumerate(c.published):  # entry by entry: 7 values each
+            values[j :: len(c.published)] = column
+        cmds.append(("EVAL", _XADD_PREDICTIONS, 1, layout.predictions_stream,
+                     layout.predictions_maxlen, model_version, *values))
     if c.ack:
-        pipe.xack(layout.stream, layout.group, *c.ack)
-    pipe.execute()
+        cmds.append(("XACK", layout.stream, layout.group, *c.ack))
+    return cmds
+
+
+def _pairs(keys: Iterable[Any], values: Iterable[Any]) -> list[Any]:
+    """k1, v1, k2, v2, ...: a mapping as HSET / XADD arguments."""
+    return [x for pair in zip(keys, values, strict=True) for x in pair]
+
+
+def commit(client: redis.Redis, layout: Layout, model_version: str, c: Changes) -> None:
+    """Write one batch's changes and XACK its entries in ONE MULTI/EXEC, and wait for it."""
+    link = Link(client)
+    try:
+        cmds = commands(layout, model_version, c)
+        link.send(transaction(cmds), len(cmds) + 2)
+        link.read_transaction(len(cmds))
+    finally:
+        link.close()

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     block_ms: int = Field(50, ge=1, le=10_000, description="max wait for a micro-batch")
     initial_rows: int = Field(64, ge=1, description="batch rows before the first growth")
     max_tickers: int = Field(10_000, ge=1, description="beyond this, ticks are dead-lettered")
+    lease_ttl_s: float = Field(
+        10.0, gt=0, le=600, description="one engine per model: a second one stands by until "
+        "the first stops or its lease goes this long unrenewed")
     recycle_idle_s: float | None = Field(
         None, gt=0, description="None: never recycle; else rows idle this long may be reused")
 

@@ -5,15 +5,21 @@ state only counts once its batch's MULTI/EXEC succeeded, and after any failure t
 reloads everything from Redis and replays its pending entries, so a tick is applied
 exactly once however the failure fell. Readers (the HTTP layer) only ever see immutable
 snapshots of committed predictions, so they never wait for the model.
+
+When the loop is behind, it pipelines: while it steps batch k (Python, this core), Redis
+(the other core) runs batch k-1's checkpoint and reads batch k+1. Batch k's checkpoint is
+sent only once k-1's is confirmed, so Redis never holds a state that skips a batch; the
+in-memory state may run one batch ahead of Redis, and any failure reloads it from Redis.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -21,18 +27,18 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from models.artifact import Artifact
 from models.features import LastTicks, compute_features
 from models.lstm import LSTMStepper
-from models.ticks import InvalidTick, Tick, TickTable, normalize_ticker, parse_tick
-from service import checkpoint
+from models.ticks import InvalidTick, normalize_ticker
+from service import checkpoint, malloc
 from service.checkpoint import Changes, DeadLetter, Layout
 from service.config import Settings
+from service.entries import Parsed, RawEntry, TickerCache, fields_of, parse_entries
+from service.redis_io import Link, connect, entries_of, packed, transaction, xreadgroup
 from service.registry import Registry
-from service.snapshot import Prediction, Snapshot
+from service.snapshot import PREDICTION_JSON, Prediction, Snapshot
 from service.types import Row, StreamId
 
 log = logging.getLogger(__name__)
@@ -62,26 +68,31 @@ class Counters:
 
 @dataclass
 class _Batch:
-    """What one pass over a batch's entries collected (plain lists: per-entry work is hot)."""
+    """One micro-batch: what to apply (columns, in stream order) and what it changes."""
 
-    ack: list[bytes] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    ticks: list[Tick] = field(default_factory=list)  # the ones to apply, in order
-    ids: list[StreamId] = field(default_factory=list)  # of each of `ticks`
-    rows: list[Row] = field(default_factory=list)  # of each of `ticks`
+    ack: list[bytes]
+    skipped: int = 0
+    dead: list[tuple[int, str]] = field(default_factory=list)  # (position in batch, reason)
+    ticks: Parsed = field(default_factory=Parsed)  # the ones to apply
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))  # of each tick
+    ids: list[bytes] = field(default_factory=list)  # of each tick
     added: dict[str, Row] = field(default_factory=dict)
     evicted: list[str] = field(default_factory=list)
     last_id: StreamId | None = None
+
+
+@dataclass
+class _Prepared:
+    """A stepped batch whose checkpoint is not yet confirmed (nothing of it is published)."""
+
+    changes: Changes
+    packed: bytes  # its checkpoint transaction, ready to send
+    n_commands: int
+    applied: int = 0
     skipped: int = 0
-
-
-def connect(redis_url: str, block_ms: int) -> redis.Redis:
-    """A client that never retries on its own: a retried EXEC or XREADGROUP could apply a
-    batch twice or strand delivered entries; the loop's reload-and-replay handles failures."""
-    return redis.Redis.from_url(
-        redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
-        socket_timeout=block_ms / 1000 + 5.0, decode_responses=False,
-    )
+    step_seconds: float = 0.0
+    started: float = 0.0  # perf_counter() when its preparation began
+    tickers: Mapping[str, Row] | None = None  # the registry to publish, if it changed
 
 
 class Engine:
@@ -97,13 +108,18 @@ class Engine:
         self._recycle_ms = (None if settings.recycle_idle_s is None
                             else round(settings.recycle_idle_s * 1000))
         self._client = connect(redis_url, settings.block_ms)
+        self._link = Link(self._client)  # the loop's pipelined connection
+        self._ticker_names = TickerCache()
         # loop-thread state, replaced whole by _restore
         self._registry = Registry(settings.initial_rows, settings.max_tickers, self._recycle_ms)
         self._stepper = self._new_stepper(self._registry.capacity)
         self._last = LastTicks.empty(self._registry.capacity)
         self._steps = np.zeros(self._registry.capacity, np.int64)
-        self._cursor: tuple[int, int] = NO_CURSOR
+        self._cursor: tuple[int, int] = NO_CURSOR  # of the last batch prepared
         self._reading_pending = True
+        self._in_hand: list[RawEntry] = []  # read, not yet prepared
+        self._reading_ahead = False  # an XREADGROUP is on its way (its reply owed)
+        self._in_flight: _Prepared | None = None  # sent, not yet confirmed
         self._lag_polled_at = 0.0
         # published to other threads (each attribute swapped whole)
         self._snapshot = Snapshot.of({}, time.time(), None)
@@ -127,6 +143,7 @@ class Engine:
         """
         if self._thread is not None:
             raise RuntimeError("engine already started")
+        malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
         self._restore()
         self._thread = threading.Thread(target=self._run, name="tickstream-ingest", daemon=True)
         self._thread.start()
@@ -210,11 +227,12 @@ class Engine:
                     self._restore()
                     stale = False
                 self._apply_resets()
-                self._apply(self._read())
+                self._cycle()
                 self._poll_lag()
                 self._last_ok_at = time.time()
                 backoff = BACKOFF_FIRST_S
             except Exception as e:  # the loop must outlive anything; Redis has the truth
+                self._drop_pipeline()
                 self._connected = not isinstance(e, redis.RedisError)
                 self._caught_up = False
                 self._last_error = f"{type(e).__name__}: {e}"
@@ -224,6 +242,11 @@ class Engine:
                 stale = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
+        try:
+            self._settle()  # the last checkpoint sent is committed and published
+        except Exception as e:
+            log.warning("ingest: last checkpoint not confirmed at stop: %s", e)
+        self._drop_pipeline()
         self._connected = False
         self._fail_resets(RuntimeError("engine stopped"))
 
@@ -246,6 +269,7 @@ class Engine:
         self._registry, self._stepper, self._last, self._steps = registry, stepper, last, steps
         self._cursor = checkpoint.parse_id(r.cursor) if r.cursor else NO_CURSOR
         self._reading_pending = True
+        self._in_hand, self._reading_ahead, self._in_flight = [], False, None
         self._snapshot = Snapshot.of(r.predictions, time.time(), r.cursor)
         self._publish_registry()
         self._connected = True
@@ -260,93 +284,166 @@ class Engine:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Own pending entries first (after a start or failure), then new ones."""
+    def _cycle(self) -> None:
+        """Prepare the batch in hand while Redis runs what was sent before; then confirm
+        the previous checkpoint and send this one right behind it.
+
+        On the link, in order: [checkpoint k-1] [read k+1], both in Redis while batch k is
+        stepped; [checkpoint k] goes once k-1 is confirmed, then [read k+2]. A read is
+        sent ahead only after a full batch, i.e. while the loop is behind; caught up,
+        each batch goes alone and is published as soon as it is committed.
+        """
+        if not self._in_hand and self._in_flight is None and not self._reading_ahead:
+            self._in_hand = self._read()
+        entries, self._in_hand = self._in_hand, []
+        prepared = self._prepare(entries) if entries else None
+        self._confirm()
+        if prepared is not None:
+            self._link.send(prepared.packed, prepared.n_commands + 2)
+            self._in_flight = prepared
+        last_read = entries
+        if self._reading_ahead:
+            self._reading_ahead = False
+            self._in_hand = last_read = self._took(entries_of(self._link.read()))
+        if len(last_read) == self.settings.batch_count and not self._reading_pending:
+            self._link.send(packed(self._read_command(block=False)), 1)
+            self._reading_ahead = True
+
+    def _confirm(self) -> None:
+        """Wait for the checkpoint in flight; once Redis has it, publish it."""
+        if self._in_flight is not None:
+            prepared, self._in_flight = self._in_flight, None
+            t0 = time.perf_counter()
+            self._link.read_transaction(prepared.n_commands)
+            self._counters.checkpoint_seconds += time.perf_counter() - t0
+            self._committed(prepared)
+
+    def _settle(self) -> None:
+        """Nothing left in flight: the last checkpoint confirmed, the read ahead taken."""
+        self._confirm()
+        if self._reading_ahead:
+            self._reading_ahead = False
+            self._in_hand = self._took(entries_of(self._link.read()))
+
+    def _drop_pipeline(self) -> None:
+        """Forget everything sent and read ahead: Redis still has it (pending, uncommitted)."""
+        self._link.close()
+        self._in_hand, self._reading_ahead, self._in_flight = [], False, None
+
+    def _read_command(self, block: bool) -> tuple:
         s = self.settings
+        start = "0" if self._reading_pending else ">"
+        block_ms = s.block_ms if block and not self._reading_pending else None
+        return xreadgroup(s.group, s.consumer, s.stream, start, s.batch_count, block_ms)
+
+    def _read(self) -> list[RawEntry]:
+        """Own pending entries first (after a start or failure), then new ones."""
         if self._reading_pending:
-            entries = self._xreadgroup("0", None)
+            entries = entries_of(self._link.call(self._read_command(block=True)))
             if entries:
                 return entries
             self._reading_pending = False
-        entries = self._xreadgroup(">", s.block_ms)
-        self._caught_up = len(entries) < s.batch_count
+        return self._took(entries_of(self._link.call(self._read_command(block=True))))
+
+    def _took(self, entries: list[RawEntry]) -> list[RawEntry]:
+        """Note whether a read of new entries found the stream drained."""
+        self._caught_up = len(entries) < self.settings.batch_count
         if self._caught_up:
             self._counters.lag = 0  # this read took everything there was
         return entries
 
-    def _xreadgroup(self, start: str, block_ms: int | None) -> list[Any]:
-        s = self.settings
-        resp = self._client.xreadgroup(s.group, s.consumer, {s.stream: start},
-                                       count=s.batch_count, block=block_ms)
-        return resp[0][1] if resp else []
-
-    def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """One micro-batch: validate, step once, checkpoint, then publish."""
-        if not entries:
-            return
+    def _prepare(self, entries: list[RawEntry]) -> _Prepared:
+        """Validate, step once and build the checkpoint; in memory only until confirmed."""
         t0 = time.perf_counter()
         b = self._collect(entries)
-        changes = Changes(added=b.added, evicted=b.evicted, cursor=b.last_id, dead=b.dead,
+        dead = [DeadLetter(fields_of(entries[i][1]), reason, entries[i][0].decode())
+                for i, reason in b.dead]
+        changes = Changes(added=b.added, evicted=b.evicted, cursor=b.last_id, dead=dead,
                           ack=b.ack)
-        step_s = 0.0
-        if b.rows:
-            step_s = self._step(b, changes)
-        t1 = time.perf_counter()
-        checkpoint.commit(self._client, self._layout, self.model_version, changes)
-        t2 = time.perf_counter()
-        # committed: from here on the batch is part of the state
+        step_s = self._step(b, changes) if len(b.rows) else 0.0
         if b.last_id is not None:
             self._cursor = checkpoint.parse_id(b.last_id)
-        self._publish(changes)
-        if b.added:
-            self._publish_registry()
+        tickers = MappingProxyType(self._registry.as_dict()) if b.added else None
+        cmds = checkpoint.commands(self._layout, self.model_version, changes)
+        return _Prepared(changes, transaction(cmds), len(cmds), applied=len(b.rows),
+                         skipped=b.skipped, step_seconds=step_s, started=t0, tickers=tickers)
+
+    def _committed(self, p: _Prepared) -> None:
+        """Its checkpoint is in Redis: from here on the batch is part of the state."""
+        self._publish(p.changes)
+        if p.tickers is not None:
+            self._tickers = p.tickers
+            self._capacity = self._registry.capacity
         c = self._counters
         c.batches += 1
-        c.applied += len(b.rows)
-        c.skipped += b.skipped
-        for d in b.dead:
+        c.applied += p.applied
+        c.skipped += p.skipped
+        for d in p.changes.dead:
             c.dead_lettered[d.reason] = c.dead_lettered.get(d.reason, 0) + 1
-        c.step_seconds += step_s
-        c.checkpoint_seconds += t2 - t1
-        c.last_batch_seconds = t2 - t0
+        c.step_seconds += p.step_seconds
+        c.last_batch_seconds = time.perf_counter() - p.started
 
-    def _collect(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> _Batch:
-        """Per entry: skip if already applied, decode, validate, order-check, find its row."""
-        b = _Batch(ack=[raw_id for raw_id, _ in entries])
-        cursor = self._cursor
+    def _collect(self, entries: Sequence[RawEntry]) -> _Batch:
+        """Skip what was already applied, validate, then find each tick's row.
+
+        Entries come in stream-ID order (both a pending and a new read), so those at or
+        below the cursor (applied before a crash or a lost reply) are a prefix.
+        """
+        first = 0
+        if self._cursor != NO_CURSOR:
+            first = bisect.bisect_right(entries, self._cursor,
+                                        key=lambda e: checkpoint.parse_id(e[0].decode()))
+        b = _Batch(ack=[entry_id for entry_id, _ in entries], skipped=first)
+        todo = entries[first:]
+        if not todo:
+            return b
+        b.last_id = todo[-1][0].decode()
+        ticks = parse_entries(todo, self._ticker_names)
+        b.dead = [(first + i, reason) for i, reason in ticks.rejected]
+        rows = self._registry.rows_of(ticks.ticker)
+        if None in rows or not self._in_order(np.array(rows, np.intp), ticks.ts_ms):
+            keep, rows = self._admit_in_order(ticks, b, first)
+            ticks = _take(ticks, keep)
+        b.ticks, b.rows = ticks, np.array(rows, np.intp)
+        b.ids = [todo[i][0] for i in ticks.index]
+        return b
+
+    def _in_order(self, rows: np.ndarray, ts_ms: np.ndarray) -> bool:
+        """No tick older than the last applied tick of its row (in the batch or before)."""
+        if not len(rows):
+            return True
+        order = np.argsort(rows, kind="stable")
+        r, t = rows[order], ts_ms[order]
+        first_of_row = np.concatenate(([True], r[1:] != r[:-1]))
+        before = np.where(self._last.price[r] > 0, self._last.ts_ms[r], -1)
+        # each tick against the tick before it in its row, or the row's last applied tick
+        return bool((t[1:] >= t[:-1])[~first_of_row[1:]].all()
+                    and (t >= before)[first_of_row].all())
+
+    def _admit_in_order(self, ticks: Parsed, b: _Batch, first: int
+                        ) -> tuple[list[int], list[Row]]:
+        """Tick by tick, in stream order: register new tickers (growing or recycling rows)
+        and reject ticks beyond capacity or out of order. Returns the kept ticks (indices
+        into `ticks`) and their rows."""
         seen: dict[str, tuple[Row | None, int]] = {}  # ticker -> (row, ts of its last tick)
-        dead, ticks, ids, rows = b.dead, b.ticks, b.ids, b.rows
-        for raw_id, raw_fields in entries:
-            sid = raw_id.decode()
-            ms_s, _, seq_s = sid.partition("-")
-            ms = int(ms_s)
-            if (ms, int(seq_s)) <= cursor:  # applied before a crash or a lost reply
-                b.skipped += 1
-                continue
-            b.last_id = sid
-            try:
-                tick = parse_tick({k.decode(): v.decode() for k, v in raw_fields.items()}, ms)
-            except UnicodeDecodeError:
-                dead.append(DeadLetter(raw_fields, "bad_encoding", sid))
-                continue
-            except InvalidTick as e:
-                reason = e.reason if raw_fields else "deleted"  # XDELed while pending
-                dead.append(DeadLetter(raw_fields, reason, sid))
-                continue
-            known = seen.get(tick.ticker)
+        keep: list[int] = []
+        rows: list[Row] = []
+        for j, (ticker, ts_ms) in enumerate(zip(ticks.ticker, ticks.ts_ms.tolist(),
+                                                strict=True)):
+            known = seen.get(ticker)
             if known is None:
-                known = seen[tick.ticker] = self._admit(tick.ticker, tick.ts_ms, seen, b)
+                known = seen[ticker] = self._admit(ticker, ts_ms, seen, b)
             row, prev_ts = known
             if row is None:
-                dead.append(DeadLetter(raw_fields, "capacity", sid))
-            elif tick.ts_ms < prev_ts:
-                dead.append(DeadLetter(raw_fields, "out_of_order", sid))
+                b.dead.append((first + ticks.index[j], "capacity"))
+            elif ts_ms < prev_ts:
+                b.dead.append((first + ticks.index[j], "out_of_order"))
             else:
-                seen[tick.ticker] = (row, tick.ts_ms)
-                ticks.append(tick)
-                ids.append(sid)
+                seen[ticker] = (row, ts_ms)
+                keep.append(j)
                 rows.append(row)
-        return b
+        b.dead.sort()
+        return keep, rows
 
     def _admit(self, ticker: str, ts_ms: int, seen: dict[str, tuple[Row | None, int]],
                b: _Batch) -> tuple[Row | None, int]:
@@ -381,8 +478,8 @@ class Engine:
 
     def _step(self, b: _Batch, changes: Changes) -> float:
         """Features, ONE step over every tick of the batch, and the predictions it makes."""
-        t = TickTable.from_ticks(b.ticks)
-        rows = np.array(b.rows, np.intp)  # (M,)
+        t = b.ticks
+        rows = b.rows  # (M,)
         raw, self._last = compute_features(rows, t.price, t.volume, t.ts_ms, self._last)
         t0 = time.perf_counter()
         out = self._stepper.step_ticks(rows, self._feature_scaler.transform(raw))  # (M,)
@@ -393,26 +490,54 @@ class Engine:
         m = len(rows)
         order = np.argsort(rows, kind="stable")  # each row's ticks together, in order
         sorted_rows = rows[order]
-        starts = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
+        ends = np.append(starts[1:], m)
         rank = np.empty(m, np.intp)
-        rank[order] = np.arange(m) - np.repeat(starts, np.diff(np.r_[starts, m]))
+        rank[order] = np.arange(m) - np.repeat(starts, ends - starts)
         steps = self._steps[rows] + rank + 1  # (M,) ticks applied to the row after each tick
         changed = sorted_rows[starts]  # (k,) rows that moved, ascending
-        last_of_row = order[np.r_[starts[1:], m] - 1]  # (k,) each moved row's last tick
+        last_of_row = order[ends - 1]  # (k,) each moved row's last tick
         self._steps[changed] = steps[last_of_row]
 
         changes.rows = changed
         changes.state = self._stepper.get_rows(changed)
         changes.last_price = self._last.price[changed]
         changes.last_ts = self._last.ts_ms[changed]
-        cols = (t.ticker.tolist(), ret.tolist(), next_price.tolist(), t.price.tolist(),
-                t.ts_ms.tolist(), b.ids, steps.tolist())
-        version = self.model_version
-        changes.latest = [Prediction(*(col[i] for col in cols), version)
-                          for i in last_of_row.tolist()]
-        if self._layout.predictions_maxlen:
-            changes.published = cols
+        self._predictions(b, changes, ret, next_price, steps, last_of_row)
         return step_s
+
+    def _predictions(self, b: _Batch, changes: Changes, ret: np.ndarray,
+                     next_price: np.ndarray, steps: np.ndarray, last_of_row: np.ndarray
+                     ) -> None:
+        """Each moved row's latest prediction, and every tick's for the predictions stream.
+
+        Formatting floats (repr) is most of the cost, so each is formatted once, as text
+        shared by the stream, the predictions hash (JSON) and the last-tick hash.
+        """
+        t, version = b.ticks, self.model_version
+        tickers, ts, all_steps = t.ticker, t.ts_ms.tolist(), steps.tolist()
+        floats = ret.tolist(), next_price.tolist(), t.price.tolist()
+        latest = last_of_row.tolist()
+        published = bool(self._layout.predictions_maxlen)
+        if published:  # text for every tick; a moved row's last tick is at its own index
+            ret_s, next_s, price_s = (list(map(repr, col)) for col in floats)
+            at = latest
+        else:  # text for each moved row's last tick only
+            ret_s, next_s, price_s = (list(map(repr, (col[i] for i in latest))) for col in floats)
+            at = list(range(len(latest)))
+        rets, next_prices, prices = floats
+        ids = [b.ids[i].decode() for i in latest]
+        changes.latest = [Prediction(tickers[i], rets[i], next_prices[i], prices[i], ts[i], sid,
+                                     all_steps[i], version)
+                          for i, sid in zip(latest, ids, strict=True)]
+        if np.isfinite(ret[last_of_row]).all() and np.isfinite(next_price[last_of_row]).all():
+            changes.latest_json = [
+                PREDICTION_JSON.format(tickers[i], ret_s[j], next_s[j], price_s[j], ts[i], sid,
+                                       all_steps[i], version)
+                for i, j, sid in zip(latest, at, ids, strict=True)]
+        changes.last_text = [f"{price_s[j]} {ts[i]}" for i, j in zip(latest, at, strict=True)]
+        if published:
+            changes.published = (tickers, ret_s, next_s, price_s, ts, b.ids, all_steps)
 
     def _publish(self, changes: Changes) -> None:
         """Swap in a new snapshot holding the committed predictions."""
@@ -428,6 +553,7 @@ class Engine:
         self._snapshot = Snapshot(predictions, time.time(), stream_id)
 
     def _publish_registry(self) -> None:
+        """After a reload: the registry as Redis holds it."""
         self._tickers = MappingProxyType(self._registry.as_dict())
         self._capacity = self._registry.capacity
 
@@ -437,13 +563,16 @@ class Engine:
         if not requests:
             return
         try:
+            self._settle()  # nothing in flight: memory and Redis agree before the reset
             found = [self._registry.row(t) for t, _ in requests]
             rows = np.array(sorted({r for r in found if r is not None}), np.intp)
             if len(rows):
                 self._stepper.reset_rows(rows)
-                checkpoint.commit(self._client, self._layout, self.model_version, Changes(
+                cmds = checkpoint.commands(self._layout, self.model_version, Changes(
                     rows=rows, state=self._stepper.get_rows(rows),
                     last_price=self._last.price[rows], last_ts=self._last.ts_ms[rows]))
+                self._link.send(transaction(cmds), len(cmds) + 2)
+                self._link.read_transaction(len(cmds))
         except BaseException as e:
             for _, done in requests:
                 done.set_exception(e)
@@ -479,3 +608,9 @@ class Engine:
     def _new_stepper(self, n_rows: int) -> LSTMStepper:
         w = self._weights
         return LSTMStepper(w.layers, w.head_w, w.head_b, n_rows)
+
+
+def _take(ticks: Parsed, keep: list[int]) -> Parsed:
+    """The ticks at `keep` (indices into the columns), as columns again."""
+    return Parsed([ticks.index[j] for j in keep], [ticks.ticker[j] for j in keep],
+                  ticks.price[keep], ticks.volume[keep], ticks.ts_ms[keep], ticks.rejected)

@@ -55,6 +55,11 @@ class Registry:
     def row(self, ticker: str) -> Row | None:
         return self._rows.get(ticker)
 
+    def rows_of(self, tickers: list[str]) -> list[Row | None]:
+        """Each ticker's row (None: not registered), in one pass for a whole batch."""
+        get = self._rows.get
+        return [get(t) for t in tickers]
+
     def ticker(self, row: Row) -> str:
         return self._tickers[row]
 

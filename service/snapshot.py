@@ -9,15 +9,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from service.types import StreamId
 
+# A prediction as JSON, formatted by hand: json.dumps costs 3x more, per ticker, per batch.
+# Safe because ticker, stream_id and model_version are validated tokens without quotes or
+# backslashes, and floats format as repr (shortest round trip) whether given as float or
+# already as text: the ingest loop formats each float once for the hash and the stream.
+PREDICTION_JSON = (
+    '{{"ticker": "{}", "prediction": {}, "predicted_price": {}, "last_price": {}, '
+    '"as_of": {}, "stream_id": "{}", "steps": {}, "model_version": "{}"}}'
+)
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """A ticker's latest prediction, made right after its tick `stream_id` was applied."""
+
+class Prediction(NamedTuple):
+    """A ticker's latest prediction, made right after its tick `stream_id` was applied.
+
+    A NamedTuple, not a frozen dataclass: immutable all the same, and ~5x cheaper to build
+    (the loop builds one per moved row per batch).
+    """
 
     ticker: str
     prediction: float  # de-normalised next log return
@@ -29,19 +42,10 @@ class Prediction:
     model_version: str
 
     def to_json(self) -> str:
-        """Formatted by hand: json.dumps costs 3x more, per ticker, per batch.
-
-        Safe because ticker, stream_id and model_version are validated tokens without
-        quotes or backslashes; json.dumps takes over for floats JSON cannot spell.
-        """
+        """json.dumps takes over for floats JSON cannot spell (NaN, inf)."""
         if not math.isfinite(self.prediction + self.predicted_price + self.last_price):
-            return json.dumps(asdict(self))
-        return (
-            f'{{"ticker": "{self.ticker}", "prediction": {self.prediction!r}, '
-            f'"predicted_price": {self.predicted_price!r}, "last_price": {self.last_price!r}, '
-            f'"as_of": {self.as_of}, "stream_id": "{self.stream_id}", "steps": {self.steps}, '
-            f'"model_version": "{self.model_version}"}}'
-        )
+            return json.dumps(self._asdict())
+        return PREDICTION_JSON.format(*self)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Prediction:

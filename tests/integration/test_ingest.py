@@ -21,6 +21,7 @@ from service.checkpoint import HEADER
 from service.config import Settings
 from service.embedded_redis import EmbeddedRedis
 from service.ingest import Engine
+from service.redis_io import Link
 from service.snapshot import Prediction, Snapshot
 
 pytestmark = pytest.mark.integration
@@ -200,21 +201,27 @@ def test_a_failed_checkpoint_is_redone_from_what_redis_holds(
 ) -> None:
     """In memory the batch is already stepped when its EXEC fails, or succeeds with its
     reply lost: either way the engine must reload and end exactly once."""
-    from service import checkpoint
+    real_send, real_read = Link.send, Link.read_transaction
+    sent = read = 0
 
-    real_commit = checkpoint.commit
-    calls = 0
-
-    def flaky_commit(*args: object) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
+    def flaky_send(self: Link, data: bytes, replies: int) -> None:
+        nonlocal sent
+        checkpoint = data.startswith(b"*1\r\n$5\r\nMULTI")
+        sent += checkpoint
+        if checkpoint and sent == 3:
             raise redis.ConnectionError("injected: connection lost before EXEC")
-        real_commit(*args)  # type: ignore[arg-type]
-        if calls == 6:
-            raise redis.ConnectionError("injected: EXEC reply lost")
+        real_send(self, data, replies)
 
-    monkeypatch.setattr(checkpoint, "commit", flaky_commit)
+    def flaky_read(self: Link, n_commands: int) -> list:
+        nonlocal read
+        read += 1
+        result = real_read(self, n_commands)
+        if read == 6:
+            raise redis.ConnectionError("injected: EXEC reply lost")
+        return result
+
+    monkeypatch.setattr(Link, "send", flaky_send)
+    monkeypatch.setattr(Link, "read_transaction", flaky_read)
     ticks = interleaved(20, 1200, seed=3)
     ids = xadd_ticks(redis_client, ticks)
     engine = start_engine(batch_count=50)

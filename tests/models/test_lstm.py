@@ -8,7 +8,7 @@ import pytest
 
 from models.artifact import ModelMeta, load_artifact, save_artifact
 from models.features import FEATURES, LastTicks, compute_features
-from models.lstm import LSTMStepper, build_model
+from models.lstm import SMALL_STEP, LSTMStepper, build_model
 from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
@@ -179,3 +179,31 @@ def test_bad_shapes_and_rows_are_refused():
         stepper.step(np.zeros((5, 2, 3), np.float32), np.ones((5, 2), bool))
     with pytest.raises(ValueError, match="cannot shrink"):
         stepper.grow(3)
+
+
+@pytest.mark.parametrize("units", [[16], [16, 8]], ids=["1-layer", "2-layer"])
+def test_every_timestep_path_equals_batch_size_one_keras(tmp_path: Path, units: list[int]):
+    """One block whose timesteps take each path of `step_ticks`: many rows (reused
+    buffers), a few rows, and one row (the long tail of a busy ticker)."""
+    wide = SMALL_STEP + 8
+    market = SyntheticMarket(wide, seed=4).ticks(40 * wide)
+    per_ticker = {t: market.take(np.flatnonzero(market.ticker == t)) for t in market.tickers()}
+    counts = {t: 1 for t in per_ticker}  # timestep 1: every row
+    counts.update({t: 4 for t in list(per_ticker)[:3]})  # timesteps 2-4: a few rows
+    counts[next(iter(per_ticker))] = 12  # timesteps 5-12: one row
+    parts = [per_ticker[t].take(np.arange(n)) for t, n in counts.items()]
+    ticks = TickTable(*(np.concatenate(c) for c in zip(
+        *[(p.ticker, p.ts_ms, p.price, p.volume) for p in parts], strict=True)))
+    ticks = random_interleaving(ticks, np.random.default_rng(0))
+    artifact_dir = make_artifact(tmp_path, units, ticks)
+
+    artifact = load_artifact(artifact_dir)
+    row_of = {t: i for i, t in enumerate(ticks.tickers())}
+    rows = np.array([row_of[str(t)] for t in ticks.ticker], np.intp)
+    raw, _ = compute_features(rows, ticks.price, ticks.volume, ticks.ts_ms,
+                              LastTicks.empty(len(row_of)))
+    preds = artifact.stepper(len(row_of)).step_ticks(
+        rows, artifact.meta.feature_scaler.transform(raw))
+    for ticker, expected in keras_reference(artifact_dir, ticks).items():
+        np.testing.assert_allclose(preds[rows == row_of[ticker]], expected, atol=1e-5, rtol=0,
+                                   err_msg=ticker)

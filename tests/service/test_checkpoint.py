@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import redis
 
+from service import checkpoint
 from service.checkpoint import (
     HEADER,
     MAGIC,
@@ -146,13 +147,12 @@ def test_a_failing_command_leaves_redis_as_it_was(redis_client: redis.Redis,
     bad = Changes(rows=np.array([0]), state=np.ones((1, N_FLOATS), np.float32),
                   last_price=np.array([1.0]), last_ts=np.array([1]), added={"A": 0},
                   cursor="5-0", ack=[b"5-0"])
-    pipe_execute = redis.client.Pipeline.execute
+    real_commands = checkpoint.commands
 
-    def with_a_broken_command(self: redis.client.Pipeline, *args: object) -> object:
-        self.execute_command("SET", lay.cursor)  # missing value: EXECABORT
-        return pipe_execute(self, *args)
+    def with_a_broken_command(*args: object) -> list:
+        return [*real_commands(*args), ("SET", lay.cursor)]  # missing value: EXECABORT
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", with_a_broken_command)
+    monkeypatch.setattr(checkpoint, "commands", with_a_broken_command)
     with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
         commit(redis_client, lay, "v1", bad)
     assert redis_client.keys("tickstream:unit:*") == []

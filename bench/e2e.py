@@ -1,0 +1,324 @@
+"""End-to-end benchmark (issue 4): drain throughput against the Redis + client ceiling,
+the naive Keras loop, latency, HTTP requests/s and memory, each against a private
+redis-server this bench starts (AOF on, fsync always: how `tickstream serve` runs Redis).
+
+Every ratio compares figures measured in the same run, interleaved round by round, and
+every figure is the median of the rounds: the machine is small and shared, so absolute
+figures move between runs more than ratios do.
+
+Run: `python -m bench.e2e` (full, ~25 min) or `python -m bench.e2e --quick` (< 2 min, a
+smoke test: it checks the pipeline drained and every figure exists, not how fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import http_load, latency, memory
+from bench.drain import DrainRun, bare_drain, engine_drain
+from bench.model import UNITS, untrained_artifact
+from bench.naive import predict_loop_rate
+from bench.service import Server, bare_app, tickstream_serve
+from bench.traffic import SHAPES, fill, tick_fields
+from service.embedded_redis import EmbeddedRedis
+
+GROUP = "tickstream"  # the service's default consumer group
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to run; the defaults are issue 4's scenarios."""
+
+    tickers: int = 500  # N
+    drain_ticks: int = 1_000_000
+    shapes: tuple[str, ...] = SHAPES
+    rounds: int = 3  # each figure is the median of this many runs
+    batch_count: int = 1000  # entries per XREADGROUP, engine and bare consumer alike
+    naive_ticks: int = 20  # predict calls per naive run (each costs ~100 ms)
+    latency_rate: float = 2_000.0
+    latency_s: float = 30.0
+    http_s: float = 10.0  # per wrk run
+    ingest_rate: float = 20_000.0  # ticks/s fed during the "while ingesting" HTTP runs
+    memory_tickers: tuple[int, ...] = (500, 5_000)
+    memory_ticks: int = 200_000
+    growth_rate: float = 10_000.0
+    growth_s: float = 600.0
+    growth_warmup_s: float = 60.0
+    growth_every_s: float = 10.0
+
+
+QUICK = Config(drain_ticks=20_000, rounds=1, naive_ticks=3, latency_s=3.0, http_s=2.0,
+               memory_ticks=20_000, growth_s=12.0, growth_warmup_s=4.0, growth_every_s=1.0)
+
+
+@dataclass
+class Results:
+    config: Config
+    machine: dict[str, str] = field(default_factory=dict)
+    drain: dict[str, dict[str, list[DrainRun]]] = field(default_factory=dict)
+    naive: list[float] = field(default_factory=list)
+    latency: latency.Latency | None = None
+    latency_everysec: latency.Latency | None = None  # diagnostic: without fsync per write
+    http: dict[str, list[float]] = field(default_factory=dict)
+    http_skipped: str | None = None
+    rss_kb: dict[int, tuple[int, int]] = field(default_factory=dict)  # N -> (RSS, peak)
+    growth: memory.Growth | None = None
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def paired(engine: list[DrainRun], bare: list[DrainRun]) -> float:
+    """Median of the per-round ratios: each round's runs ran back to back, under the same
+    load, so their ratio is steadier than a ratio of medians."""
+    return median([e.rate() / b.rate() for e, b in zip(engine, bare, strict=True)])
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cores": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
+            "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+            "command": " ".join(["python -m bench.e2e", *sys.argv[1:]])}
+
+
+# ---- the scenarios
+
+
+def run_drain(cfg: Config, server: EmbeddedRedis, model_dir: Path, res: Results,
+              say: Callable[[str], None]) -> None:
+    """Each shape: one pre-filled stream, then bare and engine runs interleaved."""
+    from models.artifact import load_artifact
+    from service.config import Settings
+
+    artifact = load_artifact(model_dir)
+    client = redis.Redis.from_url(server.url)
+    variants = [(shape, 100_000) for shape in cfg.shapes]
+    variants.append(("uniform, no predictions stream", 0))  # where the ceiling goes
+    for label, maxlen in variants:
+        shape = label.split(",")[0]
+        stream = f"ticks:{shape}"
+        if not client.exists(stream):
+            say(f"[drain] filling {stream}: {cfg.drain_ticks:,} ticks over {cfg.tickers}")
+            fill(client, server.port, stream, tick_fields(shape, cfg.tickers, cfg.drain_ticks))
+        runs = res.drain.setdefault(label, {"bare": [], "engine": []})
+        for r in range(cfg.rounds):
+            tag = f"{len(res.drain)}-{r}"
+            bare = bare_drain(server.url, stream, f"bare-{tag}", cfg.batch_count)
+            settings = Settings(redis_url=server.url, stream=stream, name=f"drain-{tag}",
+                                group=f"engine-{tag}", batch_count=cfg.batch_count,
+                                predictions_maxlen=maxlen,
+                                predictions_stream=f"predictions:{tag}")
+            engine = engine_drain(settings, artifact, server.url)
+            if engine.applied != cfg.drain_ticks:
+                raise RuntimeError(f"{label}: engine applied {engine.applied:,} of "
+                                   f"{cfg.drain_ticks:,} ticks")
+            runs["bare"].append(bare)
+            runs["engine"].append(engine)
+            say(f"[drain {label} {r + 1}/{cfg.rounds}] bare {bare.rate():,.0f}/s, engine "
+                f"{engine.rate():,.0f}/s ({engine.rate() / bare.rate():.2f}x); engine step "
+                f"{engine.step_seconds:.1f}s, waiting on checkpoints "
+                f"{engine.checkpoint_seconds:.1f}s of {engine.seconds:.1f}s")
+            client.delete(f"predictions:{tag}", *client.keys(f"tickstream:drain-{tag}:*"))
+    client.close()
+
+
+def run_service_scenarios(cfg: Config, server: EmbeddedRedis, model_dir: Path,
+                          workdir: Path, res: Results, say: Callable[[str], None]) -> None:
+    """Latency, HTTP and memory against real `tickstream serve` processes."""
+    client = redis.Redis.from_url(server.url)
+    for n in sorted(cfg.memory_tickers, reverse=True):  # N=500's service stays up after
+        stream = f"ticks{n}"
+        svc = tickstream_serve(server.url, model_dir, workdir, f"svc{n}", stream)
+        say(f"[memory] N={n}: starting tickstream serve, feeding {cfg.memory_ticks:,} ticks")
+        svc.start()
+        try:
+            res.rss_kb[n] = memory.rss_after(svc, client, server.port, stream, GROUP, n,
+                                             cfg.memory_ticks)
+            say(f"[memory] N={n}: RSS {res.rss_kb[n][0] / 1024:,.0f} MiB, peak "
+                f"{res.rss_kb[n][1] / 1024:,.0f} MiB")
+            if n == min(cfg.memory_tickers):
+                run_latency_http_growth(cfg, svc, server, stream, n, workdir, res, say)
+        finally:
+            svc.stop()
+    client.close()
+
+
+def run_latency_http_growth(cfg: Config, svc: Server, server: EmbeddedRedis, stream: str,
+                            n: int, workdir: Path, res: Results,
+                            say: Callable[[str], None]) -> None:
+    say(f"[latency] {cfg.latency_rate:,.0f} ticks/s for {cfg.latency_s:.0f}s")
+    res.latency = latency.measure(svc, server.port, stream, n, cfg.latency_rate, cfg.latency_s)
+    lat = res.latency
+    say(f"[latency] p50 {lat.p50_ms:.2f} ms, p99 {lat.p99_ms:.2f} ms, max {lat.max_ms:.2f} ms "
+        f"over {lat.probes} probes at {lat.rate:,.0f} ticks/s")
+    client = redis.Redis.from_url(server.url)
+    client.config_set("appendfsync", "everysec")  # how much of it is fsync: XADD and EXEC
+    try:
+        res.latency_everysec = latency.measure(svc, server.port, stream, n, cfg.latency_rate,
+                                               cfg.latency_s, seed=1)
+    finally:
+        client.config_set("appendfsync", "always")
+        client.close()
+    lat = res.latency_everysec
+    say(f"[latency] with appendfsync everysec: p50 {lat.p50_ms:.2f} ms, p99 {lat.p99_ms:.2f} "
+        f"ms, max {lat.max_ms:.2f} ms")
+
+    if not http_load.wrk_available():
+        res.http_skipped = "wrk not installed (apt-get install wrk)"
+        say(f"[http] skipped: {res.http_skipped}")
+    else:
+        run_http(cfg, svc, server, stream, n, workdir, res, say)
+
+    say(f"[memory] growth: {cfg.growth_rate:,.0f} ticks/s for {cfg.growth_s:.0f}s")
+    res.growth = memory.rss_growth(svc, server.port, stream, n, cfg.growth_rate, cfg.growth_s,
+                                   cfg.growth_warmup_s, cfg.growth_every_s)
+    g = res.growth
+    say(f"[memory] RSS {g.start_kb / 1024:,.0f} -> {g.end_kb / 1024:,.0f} MiB "
+        f"({g.growth_pct:+.1f}%), max {g.max_kb / 1024:,.0f} MiB, at {g.rate:,.0f} ticks/s")
+
+
+def run_http(cfg: Config, svc: Server, server: EmbeddedRedis, stream: str, n: int,
+             workdir: Path, res: Results, say: Callable[[str], None]) -> None:
+    from bench.feeder import Feeder
+
+    bare = bare_app(workdir).start()
+    route = "/v1/predictions/T00001"
+    try:
+        for r in range(cfg.rounds):
+            figures = {"bare": http_load.requests_per_s(bare.url + route, cfg.http_s),
+                       "idle": http_load.requests_per_s(svc.url + route, cfg.http_s)}
+            feeder = Feeder(server.port, stream, n, cfg.ingest_rate, seed=r).start()
+            try:
+                figures["ingesting"] = http_load.requests_per_s(svc.url + route, cfg.http_s)
+            finally:
+                feeder.stop()
+            for k, v in figures.items():
+                res.http.setdefault(k, []).append(v)
+            say(f"[http {r + 1}/{cfg.rounds}] bare {figures['bare']:,.0f} req/s, service idle "
+                f"{figures['idle']:,.0f}, while ingesting {cfg.ingest_rate:,.0f} ticks/s "
+                f"{figures['ingesting']:,.0f}")
+    finally:
+        bare.stop()
+
+
+def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
+    """Every scenario, in a scratch directory with its own redis-server."""
+    from service.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as the service does: bare and engine runs share this process
+    res = Results(cfg, machine())
+    with tempfile.TemporaryDirectory(prefix="tickstream-e2e-") as tmp:
+        workdir = Path(tmp)
+        say(f"[setup] untrained model H={UNITS}; redis-server (AOF, fsync always)")
+        model_dir = untrained_artifact(workdir / "model")
+        with EmbeddedRedis(workdir / "redis") as server:
+            run_drain(cfg, server, model_dir, res, say)
+            say(f"[naive] model.predict per tick, N={cfg.tickers}, {cfg.naive_ticks} ticks "
+                f"x {cfg.rounds}")
+            res.naive = [predict_loop_rate(model_dir, cfg.tickers, cfg.naive_ticks, 1, seed=r)
+                         for r in range(cfg.rounds)]
+            say(f"[naive] {median(res.naive):,.1f} ticks/s")
+            run_service_scenarios(cfg, server, model_dir, workdir, res, say)
+    return res
+
+
+# ---- the report
+
+
+def table(res: Results) -> str:
+    """The figures as a Markdown table: median, baseline, ratio, target."""
+    cfg = res.config
+    rows: list[tuple[str, str, str, str, str]] = []
+    for label, runs in res.drain.items():
+        bare = median([r.rate() for r in runs["bare"]])
+        engine = median([r.rate() for r in runs["engine"]])
+        ratio = paired(runs["engine"], runs["bare"])
+        target = {"uniform": "≥ 0.8x", "zipf": "≥ 0.6x", "hot": "≥ 10,000/s"}.get(label, "")
+        rows.append((f"drain, {label} (ticks/s)", f"{engine:,.0f}", f"bare {bare:,.0f}",
+                     f"{ratio:.2f}x", target))
+    uniform = median([r.rate() for r in res.drain.get("uniform", {}).get("engine", [])])
+    naive = median(res.naive)
+    rows.append(("naive model.predict per tick (ticks/s)", f"{naive:,.2f}",
+                 f"engine uniform {uniform:,.0f}", f"{uniform / naive:,.0f}x", "≥ 5,000x"))
+    for lat, label, target in ((res.latency, "", "p50 ≤ 2, p99 ≤ 10"),
+                               (res.latency_everysec, ", Redis fsync everysec", "")):
+        if lat is not None:
+            rows.append((f"latency XADD → GET at {lat.rate:,.0f} ticks/s{label}, "
+                         "p50 / p99 / max (ms)",
+                         f"{lat.p50_ms:.2f} / {lat.p99_ms:.2f} / {lat.max_ms:.2f}",
+                         f"{lat.probes} probes", "", target))
+    if res.http:
+        bare = median(res.http["bare"])
+        for key, label, target in (("idle", "ingest idle", "≥ 0.8x"),
+                                   ("ingesting", f"ingesting {cfg.ingest_rate:,.0f}/s",
+                                    "≥ 0.5x")):
+            value = median(res.http[key])
+            ratio = median([v / b for v, b in zip(res.http[key], res.http["bare"], strict=True)])
+            rows.append((f"HTTP GET /v1/predictions/{{t}}, {label} (req/s)", f"{value:,.0f}",
+                         f"bare route {bare:,.0f}", f"{ratio:.2f}x", target))
+    elif res.http_skipped:
+        rows.append(("HTTP", "skipped", res.http_skipped, "", ""))
+    for n, (rss, peak) in sorted(res.rss_kb.items()):
+        rows.append((f"RSS after N={n:,} tickers (MiB)", f"{rss / 1024:,.0f}",
+                     f"peak {peak / 1024:,.0f}", "", "≤ 700 at N=5,000" if n == 5_000 else ""))
+    if res.growth is not None:
+        g = res.growth
+        rows.append((f"RSS growth over {g.seconds:,.0f}s at {g.rate:,.0f} ticks/s",
+                     f"{g.growth_pct:+.1f}%",
+                     f"{g.start_kb / 1024:,.0f} -> {g.end_kb / 1024:,.0f} MiB", "", "≤ 5%"))
+    lines = ["| figure | median | baseline (same run) | ratio (median of rounds) | target |",
+             "|---|---:|---:|---:|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    m = res.machine
+    head = (f"- Date: {m['date']}; machine: {m['cores']} cores, {m['cpu']}; Python "
+            f"{m['python']}; load average at start {m['load']}\n"
+            f"- Command: `{m['command']}`; N = {cfg.tickers}, H = {UNITS}, batch "
+            f"{cfg.batch_count}, {cfg.rounds} round(s), drain of {cfg.drain_ticks:,} ticks")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def check(res: Results) -> list[str]:
+    """What a smoke test requires: every figure produced (drains were checked as they ran)."""
+    cfg = res.config
+    missing = [f"drain {s}" for s in cfg.shapes
+               if len(res.drain.get(s, {}).get("engine", [])) != cfg.rounds]
+    missing += ["naive"] * (len(res.naive) != cfg.rounds)
+    missing += ["latency"] * (res.latency is None or res.latency.probes == 0)
+    missing += ["http"] * (not res.http and res.http_skipped is None)
+    missing += [f"rss N={n}" for n in cfg.memory_tickers if n not in res.rss_kb]
+    missing += ["growth"] * (res.growth is None)
+    return missing
+
+
+def main(quick: bool = False, **overrides: Any) -> Results:
+    """Run, print the table, and fail (exit 1) if a figure is missing."""
+    cfg = replace(QUICK if quick else Config(), **overrides)
+    res = run(cfg, lambda line: print(line, flush=True))
+    print("\n## End to end\n\n" + table(res), flush=True)
+    missing = check(res)
+    if missing:
+        print(f"missing figures: {', '.join(missing)}", file=sys.stderr)
+        raise SystemExit(1)
+    return res
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test, under 2 minutes")
+    main(parser.parse_args().quick)

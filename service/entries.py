@@ -1,0 +1,195 @@
+"""Raw stream entries -> validated tick columns, a column at a time for the common case.
+
+The ingest loop reads entries as Redis sends them: an ID and a flat [field, value, ...]
+list (None for an entry deleted while pending). Almost every entry looks the same: the
+known fields, ASCII numbers, a ticker seen before. Those are checked column-wise; every
+entry the fast path cannot vouch for goes through `parse_tick`, so every rejection and
+its reason come from models/ticks.py itself.
+
+The column checks restate the rules of models/ticks.py with its own constants;
+tests/service/test_entries.py fuzzes both against each other, so the two cannot drift.
+Vouching is exact because `float()` on ASCII bytes parses exactly as on the decoded text
+and fails on any non-ASCII byte; a ticker is cached only after `normalize_ticker` accepted
+its decoded text; an entry with another field, a repeated field or a value the checks
+refuse goes to `parse_tick` whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.ticks import (
+    MAX_FIELD_CHARS,
+    MAX_PRICE,
+    MAX_TS_MS,
+    MIN_PRICE,
+    InvalidTick,
+    normalize_ticker,
+    parse_tick,
+)
+
+RawEntry = tuple[bytes, Sequence[bytes] | None]  # (stream ID, [k1, v1, k2, v2, ...])
+KNOWN = frozenset((b"ticker", b"price", b"volume", b"ts"))
+TICKER_CACHE_MAX = 100_000  # distinct raw tickers remembered; a flood of new ones clears it
+
+
+@dataclass
+class Parsed:
+    """A batch's entries split into valid ticks (columns, in stream order) and rejects."""
+
+    index: list[int] = field(default_factory=list)  # position in the batch of each tick
+    ticker: list[str] = field(default_factory=list)
+    price: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) float64
+    volume: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) float64
+    ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (M,)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
+
+
+class TickerCache:
+    """Raw ticker bytes -> normalised ticker, for tickers `normalize_ticker` accepted."""
+
+    def __init__(self, max_size: int = TICKER_CACHE_MAX) -> None:
+        self._names: dict[bytes, str] = {}
+        self.max_size = max_size
+
+    def lookup(self, raw: list[bytes]) -> list[str | None]:
+        names = self._names
+        found = [names.get(r) for r in raw]
+        if None in found:
+            for i, r in enumerate(raw):
+                if found[i] is None:
+                    found[i] = self._learn(r)
+        return found
+
+    def _learn(self, raw: bytes) -> str | None:
+        try:
+            name = normalize_ticker(raw.decode())
+        except (UnicodeDecodeError, InvalidTick):
+            return None  # parse_tick will say why
+        if len(self._names) >= self.max_size:
+            self._names.clear()
+        self._names[raw] = name
+        return name
+
+
+def fields_of(raw: Sequence[bytes] | None) -> dict[bytes, bytes]:
+    """The entry's fields as a dict, the last value winning like redis-py's own parser."""
+    it = iter(raw or ())
+    return dict(zip(it, it, strict=False))
+
+
+def stream_ms(entry_id: bytes) -> int:
+    return int(entry_id.partition(b"-")[0])
+
+
+def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | str:
+    """The slow path, one entry: (ticker, price, volume, ts_ms), or the reason to reject."""
+    entry_id, raw = entry
+    fields = fields_of(raw)
+    try:
+        tick = parse_tick({k.decode(): v.decode() for k, v in fields.items()},
+                          stream_ms(entry_id))
+    except UnicodeDecodeError:
+        return "bad_encoding"
+    except InvalidTick as e:
+        return e.reason if fields else "deleted"  # XDELed while pending
+    return tick.ticker, tick.price, tick.volume, tick.ts_ms
+
+
+def _floats(raw: list[bytes]) -> np.ndarray:
+    """float() of each value; NaN where it fails or is too long (the slow path decides)."""
+    lengths = np.fromiter(map(len, raw), np.int64, len(raw))
+    try:
+        values = np.array(list(map(float, raw)), np.float64)
+    except ValueError:
+        values = np.array([_float_or_nan(r) for r in raw], np.float64)
+    values[lengths > MAX_FIELD_CHARS] = np.nan
+    return values
+
+
+def _float_or_nan(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return float("nan")
+
+
+def _fast_layout(names: tuple[bytes, ...] | None) -> bool:
+    """Whether the fast path can take entries with these field names, in this order."""
+    return (names is not None and len(set(names)) == len(names) and KNOWN.issuperset(names)
+            and b"ticker" in names and b"price" in names)
+
+
+def _by_layout(entries: Sequence[RawEntry]) -> dict[tuple[bytes, ...] | None, list[int]]:
+    """Positions of the entries grouped by their field names (None: deleted)."""
+    keys = [tuple(raw[0::2]) if raw else None for _, raw in entries]
+    if keys and keys.count(keys[0]) == len(keys):  # the usual case: one producer format
+        return {keys[0]: list(range(len(keys)))}
+    groups: dict[tuple[bytes, ...] | None, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _fast_group(entries: Sequence[RawEntry], where: list[int], names: tuple[bytes, ...],
+                cache: TickerCache) -> tuple[np.ndarray, list[str | None], np.ndarray,
+                                             np.ndarray, np.ndarray]:
+    """Column checks for entries sharing one field layout: (ok mask, tickers, columns)."""
+    fields = [entries[i][1] for i in where]
+    pos = {name: 2 * names.index(name) + 1 for name in names}
+
+    def column(name: bytes) -> list[bytes]:
+        p = pos[name]
+        return [f[p] for f in fields]  # type: ignore[index]
+
+    n = len(where)
+    tickers = cache.lookup(column(b"ticker"))
+    price = _floats(column(b"price"))
+    ok = np.array([t is not None for t in tickers]) & (price >= MIN_PRICE) & (price <= MAX_PRICE)
+    if b"volume" in pos:
+        volume = _floats(column(b"volume"))
+        ok &= np.isfinite(volume) & (volume >= 0)
+    else:
+        volume = np.zeros(n)
+    if b"ts" in pos:
+        ts = _floats(column(b"ts"))
+        ok &= (ts >= 0) & (ts <= MAX_TS_MS) & (ts == np.floor(ts))
+        ts_ms = np.where(ok, ts, 0).astype(np.int64)
+    else:
+        ts_ms = np.array([stream_ms(entries[i][0]) for i in where], np.int64)
+    return ok, tickers, price, volume, ts_ms
+
+
+def parse_entries(entries: Sequence[RawEntry], cache: TickerCache) -> Parsed:
+    """Validate every entry; valid ones come back as columns in stream order."""
+    n = len(entries)
+    ok = np.zeros(n, bool)
+    tickers: list[str | None] = [None] * n
+    price, volume, ts_ms = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
+    for names, where in _by_layout(entries).items():
+        if not _fast_layout(names):
+            continue
+        g_ok, g_tickers, g_price, g_volume, g_ts = _fast_group(entries, where, names, cache)
+        if len(where) == n:  # one layout: the columns are already in stream order
+            ok, tickers, price, volume, ts_ms = g_ok, g_tickers, g_price, g_volume, g_ts
+            break
+        ok[where], price[where], volume[where], ts_ms[where] = g_ok, g_price, g_volume, g_ts
+        for i, t in zip(where, g_tickers, strict=True):
+            tickers[i] = t
+
+    rejected: list[tuple[int, str]] = []
+    for i in np.flatnonzero(~ok).tolist():  # everything the fast path did not vouch for
+        result = parse_one(entries[i])
+        if isinstance(result, str):
+            rejected.append((i, result))
+        else:
+            ok[i] = True
+            tickers[i], price[i], volume[i], ts_ms[i] = result
+    if not rejected:
+        return Parsed(list(range(n)), tickers, price, volume, ts_ms)  # type: ignore[arg-type]
+    keep = np.flatnonzero(ok)
+    return Parsed(keep.tolist(), [tickers[i] for i in keep.tolist()],  # type: ignore[misc]
+                  price[keep], volume[keep], ts_ms[keep], rejected)

@@ -1,0 +1,123 @@
+"""The ingest loop's line to Redis: commands sent now, replies read later.
+
+redis-py's pipeline sends and waits in one call; the loop wants to checkpoint batch k and
+ask for batch k+2 while it steps batch k+1 (Redis runs on the other core), so it holds one
+connection of the client's pool and reads each reply when it needs it. Replies come back
+raw (no redis-py callbacks): a stream read is lists of bytes, not a dict per entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import Connection
+from redis.retry import Retry
+
+from service.entries import RawEntry
+
+Command = Sequence[bytes | str | int | float]
+
+
+def connect(redis_url: str, block_ms: int) -> redis.Redis:
+    """A client that never retries on its own: a retried EXEC or XREADGROUP could apply a
+    batch twice or strand delivered entries; the loop's reload-and-replay handles failures."""
+    return redis.Redis.from_url(
+        redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
+        socket_timeout=block_ms / 1000 + 5.0, decode_responses=False,
+    )
+
+
+def xreadgroup(group: str, consumer: str, stream: str, start: str, count: int,
+               block_ms: int | None) -> Command:
+    block = ("BLOCK", block_ms) if block_ms is not None else ()
+    return ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block,
+            "STREAMS", stream, start)
+
+
+def entries_of(reply: Any) -> list[RawEntry]:
+    """A one-stream XREADGROUP reply (RESP2 list or RESP3 map) -> its entries."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        (entries,) = reply.values()
+    else:
+        ((_, entries),) = reply
+    return entries
+
+
+def packed(*commands: Command) -> bytes:
+    """Commands in the Redis protocol, ready to send in one write (packing is C work)."""
+    return b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+
+
+def transaction(commands: Sequence[Command]) -> bytes:
+    """MULTI, the commands, EXEC, packed; `Link.read_transaction` reads its outcome."""
+    return packed(("MULTI",), *commands, ("EXEC",))
+
+
+class Link:
+    """One connection taken from `client`'s pool for pipelining across calls.
+
+    Every sent command owes one reply, read in order with `read`. After any error the
+    link's state is unknown: `close()` it (the next `send` takes a connection again; redis-py
+    has already dropped one that failed).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._conn: Connection | None = None
+        self.owed = 0  # replies sent for and not yet read
+
+    def send(self, data: bytes, replies: int) -> None:
+        """Write packed commands that owe `replies` replies, without waiting for them."""
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+            self.owed = 0
+        self._conn.send_packed_command([data])
+        self.owed += replies
+
+    def read(self) -> Any:
+        """The next reply; a Redis error reply is raised as redis.ResponseError."""
+        if self._conn is None or not self.owed:
+            raise RuntimeError("no reply owed on this link")
+        self.owed -= 1
+        return self._conn.read_response()
+
+    def call(self, command: Command) -> Any:
+        """Send one command and wait for its reply (nothing else may be owed)."""
+        if self.owed:
+            raise RuntimeError(f"{self.owed} replies still owed on this link")
+        self.send(packed(command), 1)
+        return self.read()
+
+    def read_transaction(self, n_commands: int) -> list[Any]:
+        """The replies of a `transaction` of n commands; raises the first error, if any
+        command was refused when queued (then nothing was applied) or failed in EXEC."""
+        first_error: redis.ResponseError | None = None
+        result: Any = None
+        for _ in range(n_commands + 2):  # MULTI, each command, EXEC
+            try:
+                result = self.read()
+            except redis.ResponseError as e:
+                first_error = first_error or e
+        if first_error is None and result is None:
+            first_error = redis.ResponseError("EXEC returned nil: transaction aborted")
+        if first_error is None:
+            first_error = next((r for r in result if isinstance(r, redis.ResponseError)),
+                               None)
+        if first_error is not None:
+            raise first_error
+        return result
+
+    def close(self) -> None:
+        """Give the connection back; dropped if replies are still owed (they are lost)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self.owed:
+                conn.disconnect()
+            self._pool.release(conn)
+        self.owed = 0
