@@ -85,13 +85,16 @@ def stream_ms(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0])
 
 
+TICK_FIELDS = frozenset((b"ticker", b"price", b"volume", b"ts"))
+
+
 def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | str:
     """The slow path, one entry: (ticker, price, volume, ts_ms), or the reason to reject."""
     entry_id, raw = entry
     fields = fields_of(raw)
     try:
-        tick = parse_tick({k.decode(): v.decode() for k, v in fields.items()},
-                          stream_ms(entry_id))
+        tick = parse_tick({k.decode(): v.decode() for k, v in fields.items()
+                           if k in TICK_FIELDS}, stream_ms(entry_id))  # extras ignored
     except UnicodeDecodeError:
         return "bad_encoding"
     except InvalidTick as e:

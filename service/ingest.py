@@ -36,6 +36,7 @@ from service import checkpoint, malloc
 from service.checkpoint import Changes, DeadLetter, Layout
 from service.config import Settings
 from service.entries import Parsed, RawEntry, TickerCache, fields_of, parse_entries
+from service.lease import Lease, LeaseLost
 from service.redis_io import Link, connect, entries_of, packed, transaction, xreadgroup
 from service.registry import Registry
 from service.snapshot import PREDICTION_JSON, Prediction, Snapshot
@@ -109,6 +110,8 @@ class Engine:
                             else round(settings.recycle_idle_s * 1000))
         self._client = connect(redis_url, settings.block_ms)
         self._link = Link(self._client)  # the loop's pipelined connection
+        self._lease = Lease(self._client, f"{settings.key_prefix}owner", settings.lease_ttl_s)
+        self._standby = False  # another engine holds the lease: wait, read nothing
         self._ticker_names = TickerCache()
         # loop-thread state, replaced whole by _restore
         self._registry = Registry(settings.initial_rows, settings.max_tickers, self._recycle_ms)
@@ -144,7 +147,10 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("engine already started")
         malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
-        self._restore()
+        if self._lease.acquire():
+            self._restore()
+        else:
+            self._enter_standby()
         self._thread = threading.Thread(target=self._run, name="tickstream-ingest", daemon=True)
         self._thread.start()
 
@@ -223,14 +229,25 @@ class Engine:
         stale = False
         while not self._stop.is_set():
             try:
+                if self._standby:
+                    if not self._lease.acquire():
+                        self._enter_standby()
+                        self._stop.wait(min(1.0, self.settings.lease_ttl_s / 3))
+                        continue
+                    self._standby, stale = False, True
                 if stale:
                     self._restore()
                     stale = False
+                self._lease.renew_if_due()
                 self._apply_resets()
                 self._cycle()
                 self._poll_lag()
                 self._last_ok_at = time.time()
                 backoff = BACKOFF_FIRST_S
+            except LeaseLost as e:  # another engine took over: it has the truth now
+                log.warning("ingest: %s; standing by", e)
+                self._drop_pipeline()
+                self._enter_standby()
             except Exception as e:  # the loop must outlive anything; Redis has the truth
                 self._drop_pipeline()
                 self._connected = not isinstance(e, redis.RedisError)
@@ -243,18 +260,27 @@ class Engine:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
         try:
-            self._settle()  # the last checkpoint sent is committed and published
+            if not self._standby:
+                self._settle()  # the last checkpoint sent is committed and published
+                self._lease.release()  # a standby engine may take over at once
         except Exception as e:
             log.warning("ingest: last checkpoint not confirmed at stop: %s", e)
         self._drop_pipeline()
         self._connected = False
         self._fail_resets(RuntimeError("engine stopped"))
 
+    def _enter_standby(self) -> None:
+        self._standby, self._caught_up, self._connected = True, False, True
+        self._last_error = (f"standby: the lease {self._lease.key} is held by "
+                            f"{self._lease.holder()}; taking over once it is released or "
+                            f"{self.settings.lease_ttl_s:g}s pass unrenewed")
+
     def _restore(self) -> None:
         """Replace all loop state with what Redis holds, then replay pending entries."""
-        self._ensure_group()
         r = checkpoint.load(self._client, self._layout, self._weights.row_state_size,
                             self.model_version)
+        self._ensure_group(r.cursor)
+        self._claim_pending()
         s = self.settings
         registry = Registry(s.initial_rows, s.max_tickers, self._recycle_ms, r.rows)
         n = registry.capacity
@@ -275,14 +301,28 @@ class Engine:
         self._connected = True
         self._caught_up = False
 
-    def _ensure_group(self) -> None:
-        start = "0" if self.settings.start_from == "begin" else "$"
+    def _ensure_group(self, cursor: StreamId | None) -> None:
+        """A missing group starts after the checkpoint's cursor if there is one (so a lost
+        group skips nothing), else where `start_from` says."""
+        start = cursor or ("0" if self.settings.start_from == "begin" else "$")
         try:
             self._client.xgroup_create(self._layout.stream, self._layout.group, start,
                                        mkstream=True)
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
+
+    def _claim_pending(self) -> None:
+        """Take over entries other consumer names read and never committed (a renamed
+        consumer, an earlier owner that died): only the lease holder reads, so nobody else
+        is working on them, and they lie above the cursor."""
+        s, start = self.settings, "0-0"
+        while True:
+            reply = self._client.xautoclaim(s.stream, s.group, s.consumer, 0, start,
+                                            count=1000)  # justid=True drops the next ID
+            start = reply[0].decode()
+            if start == "0-0":
+                return
 
     def _cycle(self) -> None:
         """Prepare the batch in hand while Redis runs what was sent before; then confirm
