@@ -369,3 +369,13 @@ def bench_step(
     rows = run_step_bench(_int_list(sizes, "--sizes"), units, _int_list(steps, "--steps"),
                           repeats, predict_sample, progress=lambda m: typer.echo(m, err=True))
     typer.echo(format_table(rows))
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    quick: Annotated[bool, typer.Option(help="smoke test: every scenario, small, < 2 min")] = False,
+) -> None:
+    """Drain, naive loop, latency, HTTP and memory against private servers (BENCHMARKS.md)."""
+    from bench.e2e import main as run_e2e
+
+    run_e2e(quick=quick)

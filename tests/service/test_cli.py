@@ -33,6 +33,7 @@ def _no_tickstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
     (["train"], ["--csv", "--synthetic", "--units", "--epochs", "--look-back", "--out"]),
     (["feed"], ["--synthetic", "--csv", "--tickers", "--rate", "--count", "--speed"]),
     (["bench", "step"], ["--sizes", "--units", "--steps"]),
+    (["bench", "e2e"], ["--quick"]),
 ])
 def test_help_lists_the_flags(command: list[str], flags: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
