@@ -249,3 +249,17 @@ def test_all_predictions_body_matches_its_documented_schema(client) -> None:
     assert body.unknown == ["X"] and list(body.predictions) == ["SCH2"]
     assert body.predictions["SCH2"].model_dump() == {k: v for k, v in one.items()
                                                     if k != "snapshot_age_s"}
+
+
+def test_one_prediction_body_matches_its_documented_schema(client) -> None:
+    """The one-ticker route also writes its JSON by hand; /docs must still be true."""
+    from service.api.routes.predictions import OnePrediction
+
+    with client() as c:
+        c.post("/v1/ticks", json={"ticker": "ONE1", "price": 12.5, "volume": 3})
+        wait_for(lambda: "ONE1" in steps_of(c))
+        response = c.get("/v1/predictions/one1")
+    assert response.headers["content-type"] == "application/json"
+    one = OnePrediction.model_validate_json(response.text)
+    assert one.ticker == "ONE1" and one.steps == 1 and one.last_price == 12.5
+    assert one.snapshot_age_s >= 0
