@@ -94,7 +94,14 @@ def machine() -> dict[str, str]:
     return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cores": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
             "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-            "command": " ".join(["python -m bench.e2e", *sys.argv[1:]])}
+            "command": command()}
+
+
+def command() -> str:
+    """How this run was started: `python -m bench.e2e ...` or `tickstream bench e2e ...`."""
+    program = Path(sys.argv[0]).name
+    head = "python -m bench.e2e" if program == "e2e.py" else program
+    return " ".join([head, *sys.argv[1:]])
 
 
 # ---- the scenarios

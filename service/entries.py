@@ -32,7 +32,7 @@ from models.ticks import (
 )
 
 RawEntry = tuple[bytes, Sequence[bytes] | None]  # (stream ID, [k1, v1, k2, v2, ...])
-KNOWN = frozenset((b"ticker", b"price", b"volume", b"ts"))
+KNOWN = frozenset((b"ticker", b"price", b"volume", b"ts"))  # the tick's fields
 TICKER_CACHE_MAX = 100_000  # distinct raw tickers remembered; a flood of new ones clears it
 
 
@@ -85,16 +85,13 @@ def stream_ms(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0])
 
 
-TICK_FIELDS = frozenset((b"ticker", b"price", b"volume", b"ts"))
-
-
 def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | str:
     """The slow path, one entry: (ticker, price, volume, ts_ms), or the reason to reject."""
     entry_id, raw = entry
     fields = fields_of(raw)
     try:
         tick = parse_tick({k.decode(): v.decode() for k, v in fields.items()
-                           if k in TICK_FIELDS}, stream_ms(entry_id))  # extras ignored
+                           if k in KNOWN}, stream_ms(entry_id))  # extras ignored
     except UnicodeDecodeError:
         return "bad_encoding"
     except InvalidTick as e:
