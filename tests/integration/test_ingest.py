@@ -3,7 +3,7 @@ kept out of the state, growth, per-row reset, recycling, Redis failures."""
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -18,7 +18,6 @@ from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
 from service.checkpoint import HEADER
-from service.config import Settings
 from service.embedded_redis import EmbeddedRedis
 from service.ingest import Engine
 from service.redis_io import Link
@@ -47,25 +46,6 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def artifact(artifact_dir: Path) -> Artifact:
     return load_artifact(artifact_dir)
-
-
-def settings(**overrides: object) -> Settings:
-    return Settings(**{"batch_count": 64, "block_ms": 10, **overrides})
-
-
-@pytest.fixture
-def start_engine(redis_url: str, artifact: Artifact) -> Iterator[StartEngine]:
-    engines: list[Engine] = []
-
-    def start(url: str = redis_url, **overrides: object) -> Engine:
-        engine = Engine(settings(**overrides), artifact, url)
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        engine.stop()
 
 
 def interleaved(n_tickers: int, n_ticks: int, seed: int) -> TickTable:

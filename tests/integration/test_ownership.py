@@ -3,7 +3,7 @@ lost: the cases a single well-behaved engine never meets in the other tests."""
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -17,8 +17,6 @@ from models.lstm import build_model
 from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
-from service.config import Settings
-from service.ingest import Engine
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +32,9 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture
-def start_engine(redis_url: str, artifact_dir: Path) -> Iterator[Callable[..., Engine]]:
-    artifact: Artifact = load_artifact(artifact_dir)
-    engines: list[Engine] = []
-
-    def start(**overrides: object) -> Engine:
-        fields = {"redis_url": redis_url, "batch_count": 50, "block_ms": 10, **overrides}
-        engine = Engine(Settings(**fields), artifact, redis_url)
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        engine.stop()
+@pytest.fixture(scope="module")
+def artifact(artifact_dir: Path) -> Artifact:
+    return load_artifact(artifact_dir)
 
 
 def xadd(client: redis.Redis, ticks: TickTable) -> bytes:

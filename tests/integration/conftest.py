@@ -1,0 +1,31 @@
+"""The engine fixture every integration module shares; each module supplies `artifact`."""
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from models.artifact import Artifact
+from service.config import Settings
+from service.ingest import Engine
+
+StartEngine = Callable[..., Engine]
+
+
+def settings(**overrides: object) -> Settings:
+    return Settings(**{"batch_count": 64, "block_ms": 10, **overrides})
+
+
+@pytest.fixture
+def start_engine(redis_url: str, artifact: Artifact) -> Iterator[StartEngine]:
+    """`start_engine(**settings)` starts an Engine on the session Redis; all stop at the end."""
+    engines: list[Engine] = []
+
+    def start(url: str = redis_url, **overrides: object) -> Engine:
+        engine = Engine(settings(**overrides), artifact, url)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        engine.stop()
