@@ -19,6 +19,11 @@ Two ratios, because "per tick" can be read two ways and they differ by a factor 
   tick, so its cost per ticker-tick is the call time divided by N.
 
 Run: `tickstream bench step`, or `python -m bench.step`.
+
+`python -m bench.step skew` times `step_ticks` alone on the ingest loop's micro-batches
+(1,000 ticks over N = 500 tickers) of each traffic shape of `bench.traffic`: skew turns a
+batch into a long chain of dependent one-row timesteps (Zipf: the busiest ticker has ~240
+ticks per batch; hot: ~900), so µs per tick there measures per-timestep overhead.
 """
 
 from __future__ import annotations
@@ -141,5 +146,61 @@ def format_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_skew_bench(
+    shapes: Sequence[str] = ("uniform", "zipf", "hot"),
+    n: int = 500,
+    units: int = 64,
+    batch: int = 1000,
+    batches: int = 10,
+    repeats: int = 7,
+    progress: Callable[[str], None] = print,
+) -> list[dict]:
+    """One row per traffic shape: `step_ticks` on `batches` batches of `batch` ticks.
+
+    Keys: shape, n, units, busiest (most ticks of one row in a batch, the chain length),
+    tick_us (median over `repeats` runs of the µs per tick).
+    """
+    import keras
+
+    from bench.traffic import ticker_index
+    from models.lstm import LSTMStepper, build_model
+    from service.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as in the ingest loop: the step's temporaries are reused warm
+    keras.utils.set_random_seed(0)
+    stepper = LSTMStepper.from_keras(build_model(n, [units], N_FEATURES))
+    rng = np.random.default_rng(0)
+    rows: list[dict] = []
+    for shape in shapes:
+        data = [(ticker_index(shape, n, batch, rng),
+                 rng.standard_normal((batch, N_FEATURES)).astype(np.float32))
+                for _ in range(batches)]
+
+        def drain(data: list[tuple[np.ndarray, np.ndarray]] = data) -> None:
+            for r, x in data:
+                stepper.step_ticks(r, x)
+
+        progress(f"{shape}: step_ticks on {batches} batches of {batch} ({repeats} runs)")
+        tick_s = _median_run(drain, repeats) / (batches * batch)
+        busiest = max(int(np.bincount(r).max()) for r, _ in data)
+        rows.append({"shape": shape, "n": n, "units": units, "busiest": busiest,
+                     "tick_us": tick_s * 1e6})
+    return rows
+
+
+def format_skew_table(rows: Sequence[dict]) -> str:
+    lines = ["| shape | N | H | busiest row (ticks / batch) | step_ticks / tick (µs) |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['shape']} | {r['n']} | {r['units']} | {r['busiest']} "
+                     f"| {r['tick_us']:.2f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(format_table(run_step_bench()))
+    import sys
+
+    if sys.argv[1:] == ["skew"]:
+        print(format_skew_table(run_skew_bench()))
+    else:
+        print(format_table(run_step_bench()))

@@ -17,7 +17,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 STATE_DTYPE = np.float32
-SMALL_STEP = 32  # rows in a timestep below which fewer numpy calls beat reused buffers
 
 # The step's matmuls are small: one BLAS thread is faster than two fighting the ingest
 # thread and the HTTP loop for this machine's 2 cores (see BENCHMARKS.md).
@@ -82,47 +81,30 @@ def lstm_weights(model: keras.Model) -> tuple[list[LayerWeights], np.ndarray, np
     return layers, dense[0][:, 0], dense[1]
 
 
-def _scale(h: int) -> np.ndarray:
-    s = np.full(4 * h, 0.5, STATE_DTYPE)
-    s[2 * h : 3 * h] = 1.0
-    return s
+def _fused(lw: LayerWeights) -> np.ndarray:
+    """(H + F_in + 1, 4H): [recurrent; kernel; bias] as one matrix, gate columns o, i, f, g.
 
-
-def _cell(lw: LayerWeights, z: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray,
-          h: np.ndarray, c: np.ndarray) -> None:
-    """One LSTM step of k rows, in place: (k, .) views of buffers the caller reuses.
-
-    In: z = the input part xz, h and c. Out: a = the new c, b = the new h. p is scratch.
-    Allocating these (k, 4H) temporaries anew at every timestep costs more than the
-    arithmetic (fresh pages fault, on this VM ~2x the step). `lw` has its i, f, o columns
-    pre-halved, so tanh(z) gives 2 * sigmoid - 1 for those.
+    One matmul of a [h, x, 1] row gives all four pre-activations. The o, i, f columns are
+    halved (exact: a power of two): sigmoid(z) = 0.5 * tanh(z / 2) + 0.5, so one tanh call
+    covers all four gates. Gate order puts the three sigmoid gates first and i, f next to
+    g, so that with c stored after g, [i, f] * [g, c] is one call (see `_scratch`).
     """
     hu = lw.units
-    np.matmul(h, lw.recurrent, out=p)
-    z += p  # (k, 4H) pre-activations
-    np.tanh(z, out=z)
-    for gate in (z[:, : 2 * hu], z[:, 3 * hu :]):  # i, f and o: to sigmoid
-        gate *= 0.5
-        gate += 0.5
-    np.multiply(z[:, hu : 2 * hu], c, out=a)  # f * c
-    np.multiply(z[:, :hu], z[:, 2 * hu : 3 * hu], out=b)  # i * g
-    a += b  # the new c
-    np.tanh(a, out=b)
-    b *= z[:, 3 * hu :]  # the new h = o * tanh(c)
+    stacked = np.concatenate([lw.recurrent, lw.kernel, lw.bias[None]])
+    i, f, g, o = (stacked[:, j * hu : (j + 1) * hu] for j in range(4))
+    return np.concatenate([o * 0.5, i * 0.5, f * 0.5, g], axis=1).astype(STATE_DTYPE)
 
 
-def _cell_small(lw: LayerWeights, xz: np.ndarray, h: np.ndarray, c: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """`_cell` for one row ((.,) arrays) or a few: returns the new (h, c).
-
-    The same operations in the same order (so the same bits); small temporaries are
-    cheap and fewer calls are not, so this form wins for the long tail of busy tickers.
+def _scratch(buf: np.ndarray, k: int, hu: int) -> tuple[np.ndarray, ...]:
+    """Views of the scratch rows [o, i, f, g, c] of the first k active rows, and a product
+    buffer: z (pre-activations, then gates), the o, i, f block, o, [i, f], [g, c], c,
+    [i * g, f * c] and its halves. 1-D when k == 1 (the tail of a busy ticker), whose
+    matmul is then an np.dot into a contiguous vector, the cheapest call for one row.
     """
-    hu = lw.units
-    t = np.tanh(xz + h @ lw.recurrent)  # (.., 4H)
-    s = t * 0.5 + 0.5
-    c_new = s[..., hu : 2 * hu] * c + s[..., :hu] * t[..., 2 * hu : 3 * hu]
-    return np.tanh(c_new) * s[..., 3 * hu :], c_new
+    b = buf[0] if k == 1 else buf[:k]
+    prod = np.empty(b[..., : 2 * hu].shape, STATE_DTYPE)
+    return (b[..., : 4 * hu], b[..., : 3 * hu], b[..., :hu], b[..., hu : 3 * hu],
+            b[..., 3 * hu :], b[..., 4 * hu :], prod, prod[..., :hu], prod[..., hu:])
 
 
 class LSTMStepper:
@@ -138,10 +120,8 @@ class LSTMStepper:
         self.layers = layers
         self.head_w = head_w  # (H_last,)
         self.head_b = head_b  # (1,)
-        # sigmoid(z) = 0.5 * tanh(z / 2) + 0.5: with the i, f, o columns of every weight
-        # pre-halved (exact: a power of two), one tanh call covers all four gates
-        self._halved = [LayerWeights(lw.kernel * s, lw.recurrent * s, lw.bias * s)
-                        for lw, s in ((lw, _scale(lw.units)) for lw in layers)]
+        # with 0.5 as an array, not a scalar: no conversion per call (see `step_ticks`)
+        self._fused = [(_fused(lw), np.full(3 * lw.units, 0.5, STATE_DTYPE)) for lw in layers]
         self.h = [np.zeros((n_rows, lw.units), STATE_DTYPE) for lw in layers]
         self.c = [np.zeros((n_rows, lw.units), STATE_DTYPE) for lw in layers]
 
@@ -171,6 +151,13 @@ class LSTMStepper:
         """Advance each tick's row by that tick; return the prediction after each tick.
 
         rows: (M,) int, x: (M, F) float32, in arrival order -> (M,) float32.
+
+        Timestep s (the s-th tick of each row) is a dependent step of every row with more
+        than s ticks. With the active rows sorted busiest first, those are always the first
+        k_s of them, so every timestep works on a prefix of fixed buffers: no gathers or
+        scatters inside the loop, ~8 numpy calls per timestep whatever k_s is (a skewed
+        batch is a long chain of one-row timesteps). Ticks are laid out step-major:
+        q = (ticks before timestep s) + (position of the row).
         """
         m = len(rows)
         if m == 0:
@@ -178,54 +165,63 @@ class LSTMStepper:
         rows = np.asarray(rows, np.intp)
         if rows.min() < 0 or rows.max() >= self.n_rows:
             raise IndexError(f"row out of range 0..{self.n_rows - 1}")
+        counts = np.bincount(rows, minlength=self.n_rows)
+        active = np.flatnonzero(counts)
+        active = active[np.argsort(-counts[active], kind="stable")]  # busiest first
+        n_act, per_row = len(active), counts[active]
+        # k_s = rows with more than s ticks; step s's ticks are q in [off[s], off[s + 1])
+        ks = n_act - np.cumsum(np.bincount(per_row))[:-1]
+        off = np.concatenate(([0], np.cumsum(ks)))
         # rank of each tick within its row = the timestep at which that row consumes it
         by_row = np.argsort(rows, kind="stable")
-        sorted_rows = rows[by_row]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
-        run_len = np.diff(np.append(starts, m))
         rank = np.empty(m, np.intp)
-        rank[by_row] = np.arange(m) - np.repeat(starts, run_len)
-        by_step = np.argsort(rank, kind="stable")
-        bounds = np.concatenate(([0], np.cumsum(np.bincount(rank))))
-        step_ticks = [by_step[bounds[t] : bounds[t + 1]] for t in range(len(bounds) - 1)]
-        step_rows = [rows[idx] for idx in step_ticks]
+        rank[by_row] = np.arange(m) - (np.cumsum(counts) - counts)[rows[by_row]]
+        pos = np.empty(self.n_rows, np.intp)
+        pos[active] = np.arange(n_act)
+        q = off[rank] + pos[rows]
+        order = np.empty(m, np.intp)
+        order[q] = np.arange(m)
+        # A holds one [h, x, 1] row per step input: rows 0..n_act-1 the state before the
+        # batch, row n_act + q the h after tick q, next to the x of the row's next tick
+        blk = np.concatenate(([0], n_act + off[:-1]))  # A row of step s's first input
+        in_row = (blk[rank] + pos[rows])[order]
+        last = n_act + off[per_row - 1] + np.arange(n_act)  # A row of each row's final h
+        blk_l, ks_l = blk.tolist(), ks.tolist()
 
-        # a timestep with one row (the long tail of a busy ticker) takes the 1-D path:
-        # the same arithmetic on views, without the gathers and scatters of the k-row path
-        sizes = np.diff(bounds)
-        single = (sizes == 1).tolist()
-        single_tick = by_step[bounds[:-1]].tolist()
-        single_row = rows[by_step[bounds[:-1]]].tolist()
-
-        k_max = int(sizes.max())
-        seq = np.asarray(x, STATE_DTYPE)  # (M, F_in) then (M, H) per layer
-        for li, lw in enumerate(self._halved):
-            hu, h_all, c_all = lw.units, self.h[li], self.c[li]
-            xz = seq @ lw.kernel + lw.bias  # (M, 4H): input part for every tick at once
-            out = np.empty((m, hu), STATE_DTYPE)
-            zb, pb = (np.empty((k_max, 4 * hu), STATE_DTYPE) for _ in range(2))
-            hb, cb, ab, bb = (np.empty((k_max, hu), STATE_DTYPE) for _ in range(4))
-            for t, idx in enumerate(step_ticks):
-                if single[t]:  # one row: basic indexing, views instead of gathers
-                    i, r = single_tick[t], single_row[t]
-                    h_new, c_all[r] = _cell_small(lw, xz[i], h_all[r], c_all[r])
-                    out[i] = h_all[r] = h_new
-                elif len(idx) < SMALL_STEP:
-                    r = step_rows[t]
-                    h_new, c_all[r] = _cell_small(lw, xz[idx], h_all[r], c_all[r])
-                    out[idx] = h_all[r] = h_new
+        seq = np.asarray(x, STATE_DTYPE)[order]  # (M, F_in), step-major
+        for li, (w, half) in enumerate(self._fused):
+            h_all, c_all = self.h[li], self.c[li]
+            hu, f_in = h_all.shape[1], seq.shape[1]
+            a_buf = np.empty((n_act + m, hu + f_in + 1), STATE_DTYPE)
+            a_buf[:n_act, :hu] = h_all[active]
+            a_buf[in_row, hu:-1] = seq
+            a_buf[:, -1] = 1.0
+            buf = np.empty((n_act, 5 * hu), STATE_DTYPE)
+            buf[:, 4 * hu :] = c_all[active]
+            k_cur = 0
+            # positional out= and no scalars: per-call overhead is most of a one-row step
+            for s, k in enumerate(ks_l):
+                if k != k_cur:
+                    z, sig, o, i_f, g_c, c, prod, ig, fc = _scratch(buf, k, hu)
+                    k_cur = k
+                a, b = blk_l[s], blk_l[s + 1]
+                if k == 1:
+                    np.dot(a_buf[a], w, z)
+                    h_out = a_buf[b, :hu]
                 else:
-                    r, k = step_rows[t], len(idx)
-                    z, h, c, a, b = zb[:k], hb[:k], cb[:k], ab[:k], bb[:k]
-                    np.take(xz, idx, axis=0, out=z)
-                    np.take(h_all, r, axis=0, out=h)
-                    np.take(c_all, r, axis=0, out=c)
-                    _cell(lw, z, pb[:k], a, b, h, c)
-                    c_all[r] = a
-                    h_all[r] = b
-                    out[idx] = b
-            seq = out
-        return seq @ self.head_w + self.head_b[0]
+                    np.matmul(a_buf[a : a + k], w, z)
+                    h_out = a_buf[b : b + k, :hu]
+                np.tanh(z, z)
+                np.multiply(sig, half, sig)
+                np.add(sig, half, sig)
+                np.multiply(i_f, g_c, prod)
+                np.add(fc, ig, c)  # the new c = f * c + i * g
+                np.tanh(c, ig)
+                np.multiply(o, ig, h_out)  # the new h = o * tanh(c)
+            h_all[active] = a_buf[last, :hu]
+            c_all[active] = buf[:, 4 * hu :]
+            seq = a_buf[n_act:, :hu]
+        return (seq @ self.head_w + self.head_b[0])[q]
 
     def step(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Keras-shaped step: x (N, T, F), mask (N, T) -> (N, T) predictions, NaN where masked.

@@ -8,7 +8,7 @@ import pytest
 
 from models.artifact import ModelMeta, load_artifact, save_artifact
 from models.features import FEATURES, LastTicks, compute_features
-from models.lstm import SMALL_STEP, LSTMStepper, build_model
+from models.lstm import LSTMStepper, build_model
 from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
@@ -183,9 +183,9 @@ def test_bad_shapes_and_rows_are_refused():
 
 @pytest.mark.parametrize("units", [[16], [16, 8]], ids=["1-layer", "2-layer"])
 def test_every_timestep_path_equals_batch_size_one_keras(tmp_path: Path, units: list[int]):
-    """One block whose timesteps take each path of `step_ticks`: many rows (reused
-    buffers), a few rows, and one row (the long tail of a busy ticker)."""
-    wide = SMALL_STEP + 8
+    """One block whose timesteps shrink from many rows to a few to one (the long tail of
+    a busy ticker, the 1-D path of `step_ticks`)."""
+    wide = 40
     market = SyntheticMarket(wide, seed=4).ticks(40 * wide)
     per_ticker = {t: market.take(np.flatnonzero(market.ticker == t)) for t in market.tickers()}
     counts = {t: 1 for t in per_ticker}  # timestep 1: every row
