@@ -33,17 +33,6 @@ MAGIC = b"TSRS"  # TickStream Row State
 VERSION = 1
 HEADER = struct.Struct("<4sHI")  # magic, format version, number of float32 that follow
 ROW_DTYPE = np.dtype("<f4")
-# One EVAL appends a whole batch of predictions: a thousand pipelined XADDs cost the client
-# ~30 ms to pack, one command carrying the same values ~5 ms (+ ~5 ms in the server).
-_XADD_PREDICTIONS = """
-for i = 3, #ARGV, 7 do
-  redis.call('XADD', KEYS[1], '*', 'ticker', ARGV[i],
-    'prediction', ARGV[i + 1], 'predicted_price', ARGV[i + 2], 'last_price', ARGV[i + 3],
-    'as_of', ARGV[i + 4], 'stream_id', ARGV[i + 5], 'steps', ARGV[i + 6],
-    'model_version', ARGV[2])
-end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-"""  # KEYS: stream; ARGV: maxlen, model_version, then 7 values per prediction
 
 
 class CheckpointError(RuntimeError):
@@ -192,9 +181,8 @@ class Changes:
     # encode_last of each changed row; commands() derives them if left empty
     latest_json: Sequence[str] = ()
     last_text: Sequence[str] = ()
-    # the predictions stream's columns: ticker, prediction, predicted_price, last_price,
-    # as_of, stream_id, steps; one entry per applied tick
-    published: Sequence[Sequence[str | int | float]] = ()
+    # the predictions stream entry's fields (service/prediction_stream.py)
+    published: Sequence[str | bytes | int] = ()
     dead: Sequence[DeadLetter] = ()
     ack: Sequence[bytes] = ()
 
@@ -223,11 +211,8 @@ def commands(layout: Layout, model_version: str, c: Changes) -> list[Command]:
         letter = {**d.fields, b"reason": d.reason, b"source_id": d.source_id}
         cmds.append(("XADD", layout.dead_stream, "*", *_pairs(letter, letter.values())))
     if layout.predictions_maxlen and c.published:
-        values: list[Any] = [None] * sum(map(len, c.published))
-        for j, column in enumerate(c.published):  # entry by entry: 7 values each
-            values[j :: len(c.published)] = column
-        cmds.append(("EVAL", _XADD_PREDICTIONS, 1, layout.predictions_stream,
-                     layout.predictions_maxlen, model_version, *values))
+        cmds.append(("XADD", layout.predictions_stream, "MAXLEN", "~",
+                     layout.predictions_maxlen, "*", *c.published))
     if c.ack:
         cmds.append(("XACK", layout.stream, layout.group, *c.ack))
     return cmds

@@ -32,7 +32,7 @@ from models.artifact import Artifact
 from models.features import LastTicks, compute_features
 from models.lstm import LSTMStepper
 from models.ticks import InvalidTick, normalize_ticker
-from service import checkpoint, malloc
+from service import checkpoint, malloc, prediction_stream
 from service.checkpoint import Changes, DeadLetter, Layout
 from service.config import Settings
 from service.entries import Parsed, RawEntry, TickerCache, fields_of, parse_entries
@@ -551,33 +551,28 @@ class Engine:
                      ) -> None:
         """Each moved row's latest prediction, and every tick's for the predictions stream.
 
-        Formatting floats (repr) is most of the cost, so each is formatted once, as text
-        shared by the stream, the predictions hash (JSON) and the last-tick hash.
+        Formatting floats (repr) is most of the cost, so only the moved rows' are formatted,
+        each once, as text shared by the predictions hash (JSON) and the last-tick hash;
+        the stream takes whole columns as binary.
         """
         t, version = b.ticks, self.model_version
-        tickers, ts, all_steps = t.ticker, t.ts_ms.tolist(), steps.tolist()
-        floats = ret.tolist(), next_price.tolist(), t.price.tolist()
         latest = last_of_row.tolist()
-        published = bool(self._layout.predictions_maxlen)
-        if published:  # text for every tick; a moved row's last tick is at its own index
-            ret_s, next_s, price_s = (list(map(repr, col)) for col in floats)
-            at = latest
-        else:  # text for each moved row's last tick only
-            ret_s, next_s, price_s = (list(map(repr, (col[i] for i in latest))) for col in floats)
-            at = list(range(len(latest)))
-        rets, next_prices, prices = floats
+        tickers = [t.ticker[i] for i in latest]
         ids = [b.ids[i].decode() for i in latest]
-        changes.latest = [Prediction(tickers[i], rets[i], next_prices[i], prices[i], ts[i], sid,
-                                     all_steps[i], version)
-                          for i, sid in zip(latest, ids, strict=True)]
+        rets, next_prices, prices, ts, all_steps = (
+            col[last_of_row].tolist() for col in (ret, next_price, t.price, t.ts_ms, steps))
+        changes.latest = list(map(Prediction, tickers, rets, next_prices, prices, ts, ids,
+                                  all_steps, [version] * len(latest)))
+        ret_s, next_s, price_s = (list(map(repr, col)) for col in (rets, next_prices, prices))
         if np.isfinite(ret[last_of_row]).all() and np.isfinite(next_price[last_of_row]).all():
-            changes.latest_json = [
-                PREDICTION_JSON.format(tickers[i], ret_s[j], next_s[j], price_s[j], ts[i], sid,
-                                       all_steps[i], version)
-                for i, j, sid in zip(latest, at, ids, strict=True)]
-        changes.last_text = [f"{price_s[j]} {ts[i]}" for i, j in zip(latest, at, strict=True)]
-        if published:
-            changes.published = (tickers, ret_s, next_s, price_s, ts, b.ids, all_steps)
+            changes.latest_json = list(map(PREDICTION_JSON.format, tickers, ret_s, next_s,
+                                           price_s, ts, ids, all_steps,
+                                           [version] * len(latest)))
+        changes.last_text = [f"{p} {ms}" for p, ms in zip(price_s, ts, strict=True)]
+        if self._layout.predictions_maxlen:
+            changes.published = prediction_stream.entry_fields(
+                version, b.last_id or "", t.ticker, b.ids, t.ts_ms, steps, ret, next_price,
+                t.price)
 
     def _publish(self, changes: Changes) -> None:
         """Swap in a new snapshot holding the committed predictions."""

@@ -20,6 +20,7 @@ from models.ticks import TickTable
 from service.checkpoint import HEADER
 from service.embedded_redis import EmbeddedRedis
 from service.ingest import Engine
+from service.prediction_stream import stream_predictions
 from service.redis_io import Link
 from service.snapshot import Prediction, Snapshot
 
@@ -100,12 +101,11 @@ def assert_matches_keras(snapshot: Snapshot, ticks: TickTable, artifact_dir: Pat
         assert p.model_version == artifact.meta.model_version
 
 
-def stream_predictions(client: redis.Redis, stream: str = "predictions") -> dict[str, list]:
+def published_by_ticker(client: redis.Redis, stream: str = "predictions") -> dict[str, list]:
     """Ticker -> [(steps, prediction), ...] in stream order."""
     out: dict[str, list] = {}
-    for _, f in client.xrange(stream):
-        out.setdefault(f[b"ticker"].decode(), []).append(
-            (int(f[b"steps"]), float(f[b"prediction"])))
+    for p in stream_predictions(client.xrange(stream)):
+        out.setdefault(p.ticker, []).append((p.steps, p.prediction))
     return out
 
 
@@ -129,7 +129,7 @@ def test_online_equals_batch_size_one_keras(start_engine: StartEngine,
     assert sorted(engine.tickers().values()) == list(range(24))
     # every prediction along the way, in order, went to the predictions stream
     reference = keras_reference(artifact_dir, ticks)
-    published = stream_predictions(redis_client)
+    published = published_by_ticker(redis_client)
     for ticker, outputs in reference.items():
         steps, values = zip(*published[ticker], strict=True)
         assert list(steps) == list(range(1, len(outputs) + 1))
@@ -171,7 +171,7 @@ def test_stop_and_restart_ends_like_an_uninterrupted_run(start_engine: StartEngi
     for ticker, p in resumed.items():
         assert p.prediction == pytest.approx(whole[ticker].prediction, abs=1e-9)
     # nothing lost, nothing doubled
-    assert redis_client.xlen("predictions") == len(ticks)
+    assert len(stream_predictions(redis_client.xrange("predictions"))) == len(ticks)
     assert first.counters().applied + second.counters().applied == len(ticks)
 
 
@@ -208,7 +208,7 @@ def test_a_failed_checkpoint_is_redone_from_what_redis_holds(
     wait_caught_up(engine, ids[-1])
 
     assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
-    assert redis_client.xlen("predictions") == len(ticks)
+    assert len(stream_predictions(redis_client.xrange("predictions"))) == len(ticks)
     status = engine.status()
     assert status["errors"] == 2 and "EXEC reply lost" in status["last_error"]
 
@@ -279,7 +279,7 @@ def test_bad_entries_are_dead_lettered_once_and_change_no_row(
     wait_for(lambda: engine.counters().skipped == n_entries, "every entry skipped")
     assert state_of(redis_client) == after_good
     assert redis_client.xlen("ticks:dead") == len(BAD_ENTRIES)
-    assert redis_client.xlen("predictions") == len(everything)
+    assert len(stream_predictions(redis_client.xrange("predictions"))) == len(everything)
     assert engine.snapshot.predictions["AAA"].steps == 3
 
 
@@ -422,5 +422,5 @@ def test_redis_outage_keeps_reads_and_ends_exact(start_engine: StartEngine, tmp_
         wait_caught_up(engine, ids[-1])
         wait_for(lambda: engine.ready, "ready again")
         assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
-        assert client.xlen("predictions") == len(ticks)
+        assert len(stream_predictions(client.xrange("predictions"))) == len(ticks)
         engine.stop()

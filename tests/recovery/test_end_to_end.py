@@ -21,6 +21,7 @@ from harness import (
 )
 
 from service.embedded_redis import find_redis_server
+from service.prediction_stream import stream_predictions
 
 pytestmark = pytest.mark.recovery
 
@@ -62,7 +63,7 @@ def redis_cli_xadd(url_port: int, chunk) -> None:
 
 def assert_exactly_once(client: redis.Redis, n_valid: int) -> None:
     n_bad = client.xlen("ticks") - n_valid
-    assert client.xlen("predictions") == n_valid, "a tick was applied twice or skipped"
+    assert_each_tick_published_once(client, n_valid)
     assert client.xlen("ticks:dead") == n_bad, "a bad entry was dead-lettered twice or lost"
     reasons = {f[b"reason"] for _, f in client.xrange("ticks:dead")}
     assert {b"missing_field", b"bad_price", b"bad_ticker", b"out_of_order"} <= reasons
@@ -150,6 +151,18 @@ def test_redis_restart_keeps_reads_up_and_ends_exact(service_factory, redis_proc
     assert_exactly_once_no_bad(client, len(valid))
 
 
+def assert_each_tick_published_once(client: redis.Redis, n_valid: int) -> None:
+    """The predictions stream holds one prediction per valid tick, each ticker's numbered
+    1, 2, 3, ... in order: a tick applied twice or skipped would break the count."""
+    published = stream_predictions(client.xrange("predictions"))
+    assert len(published) == n_valid, "a tick was applied twice or skipped"
+    by_ticker: dict[str, list[int]] = {}
+    for p in published:
+        by_ticker.setdefault(p.ticker, []).append(p.steps)
+    for ticker, steps in by_ticker.items():
+        assert steps == list(range(1, len(steps) + 1)), ticker
+
+
 def assert_exactly_once_no_bad(client: redis.Redis, n_valid: int) -> None:
-    assert client.xlen("predictions") == n_valid
+    assert_each_tick_published_once(client, n_valid)
     assert client.xlen("ticks:dead") == 0

@@ -25,6 +25,7 @@ from service.checkpoint import (
     parse_id,
 )
 from service.config import Settings
+from service.prediction_stream import entry_fields, stream_predictions
 from service.snapshot import Prediction
 
 N_FLOATS = 6
@@ -118,7 +119,10 @@ def test_commit_then_load_gives_back_the_same_state(redis_client: redis.Redis) -
         last_ts=np.array([7, 8]), added={"A": 0, "B": 1}, cursor=ids[-1].decode(),
         latest=[prediction("A", 3), prediction("B", 1)], dead=[DeadLetter({b"x": b"\xff"},
         "bad_encoding", ids[0].decode())], ack=ids,
-        published=(["A"], [1e-4], [100.01], [100.0], [1767225600000], ["1-0"], [3]),
+        published=entry_fields("v1", ids[-1].decode(), ["B", "A"], [b"1-0", b"1-0"],
+                               np.array([1767225600000] * 2), np.array([1, 3]),
+                               np.array([1e-4] * 2), np.array([100.01] * 2),
+                               np.array([100.0] * 2)),
     )
     commit(redis_client, lay, "v1", changes)
 
@@ -134,9 +138,10 @@ def test_commit_then_load_gives_back_the_same_state(redis_client: redis.Redis) -
     assert redis_client.xpending(lay.stream, lay.group)["pending"] == 0
     ((_, dead),) = redis_client.xrange(lay.dead_stream)
     assert dead == {b"x": b"\xff", b"reason": b"bad_encoding", b"source_id": ids[0]}
-    ((_, pub),) = redis_client.xrange(lay.predictions_stream)
-    assert pub[b"ticker"] == b"A" and pub[b"steps"] == b"3" and pub[b"model_version"] == b"v1"
-    assert float(pub[b"prediction"]) == 1e-4
+    # one predictions-stream entry for the batch, each prediction as it was made
+    ((_, pub),) = entries = redis_client.xrange(lay.predictions_stream)
+    assert pub[b"stream_id"] == ids[-1] and pub[b"count"] == b"2" and pub[b"ticker"] == b"B A"
+    assert stream_predictions(entries) == [prediction("B", 1), prediction("A", 3)]
 
 
 @pytest.mark.integration
