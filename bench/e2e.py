@@ -115,7 +115,8 @@ def run_drain(cfg: Config, server: EmbeddedRedis, model_dir: Path, res: Results,
 
     artifact = load_artifact(model_dir)
     client = redis.Redis.from_url(server.url)
-    variants = [(shape, 100_000) for shape in cfg.shapes]
+    default_maxlen = Settings.model_fields["predictions_maxlen"].default  # as served
+    variants = [(shape, default_maxlen) for shape in cfg.shapes]
     variants.append(("uniform, no predictions stream", 0))  # where the ceiling goes
     for label, maxlen in variants:
         shape = label.split(",")[0]

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     stream: str = "ticks"
     dead_stream: str = "ticks:dead"
     predictions_stream: str = "predictions"
-    predictions_maxlen: int = Field(100_000, ge=0, description="approximate cap; 0 = no stream")
+    predictions_maxlen: int = Field(
+        1000, ge=0, description="approximate cap in entries (one per batch); 0 = no stream")
     group: str = "tickstream"
     consumer: str = Field("tickstream-1", description="stable, so a restart finds its pending")
     start_from: Literal["begin", "new"] = Field(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -56,8 +57,7 @@ class TickerCache:
         self.max_size = max_size
 
     def lookup(self, raw: list[bytes]) -> list[str | None]:
-        names = self._names
-        found = [names.get(r) for r in raw]
+        found = list(map(self._names.get, raw))
         if None in found:
             for i, r in enumerate(raw):
                 if found[i] is None:
@@ -125,9 +125,15 @@ def _fast_layout(names: tuple[bytes, ...] | None) -> bool:
 
 def _by_layout(entries: Sequence[RawEntry]) -> dict[tuple[bytes, ...] | None, list[int]]:
     """Positions of the entries grouped by their field names (None: deleted)."""
-    keys = [tuple(raw[0::2]) if raw else None for _, raw in entries]
-    if keys and keys.count(keys[0]) == len(keys):  # the usual case: one producer format
-        return {keys[0]: list(range(len(keys)))}
+    raws = list(map(itemgetter(1), entries))
+    sizes = set(map(len, filter(None, raws)))
+    if len(sizes) == 1 and all(raws):  # the usual case, one producer format: C-level check
+        (size,) = sizes
+        layouts = set(map(itemgetter(*range(0, size, 2)), raws))
+        if len(layouts) == 1:
+            (names,) = layouts
+            return {names if size > 2 else (names,): list(range(len(raws)))}
+    keys = [tuple(raw[0::2]) if raw else None for raw in raws]
     groups: dict[tuple[bytes, ...] | None, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
@@ -138,17 +144,21 @@ def _fast_group(entries: Sequence[RawEntry], where: list[int], names: tuple[byte
                 cache: TickerCache) -> tuple[np.ndarray, list[str | None], np.ndarray,
                                              np.ndarray, np.ndarray]:
     """Column checks for entries sharing one field layout: (ok mask, tickers, columns)."""
-    fields = [entries[i][1] for i in where]
+    if len(where) == len(entries):
+        fields = list(map(itemgetter(1), entries))
+    else:
+        fields = [entries[i][1] for i in where]
     pos = {name: 2 * names.index(name) + 1 for name in names}
 
     def column(name: bytes) -> list[bytes]:
-        p = pos[name]
-        return [f[p] for f in fields]  # type: ignore[index]
+        return list(map(itemgetter(pos[name]), fields))
 
     n = len(where)
     tickers = cache.lookup(column(b"ticker"))
+    known = (np.ones(n, bool) if None not in tickers
+             else np.array([t is not None for t in tickers]))
     price = _floats(column(b"price"))
-    ok = np.array([t is not None for t in tickers]) & (price >= MIN_PRICE) & (price <= MAX_PRICE)
+    ok = known & (price >= MIN_PRICE) & (price <= MAX_PRICE)
     if b"volume" in pos:
         volume = _floats(column(b"volume"))
         ok &= np.isfinite(volume) & (volume >= 0)

@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from itertools import repeat
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -39,7 +41,7 @@ from service.entries import Parsed, RawEntry, TickerCache, fields_of, parse_entr
 from service.lease import Lease, LeaseLost
 from service.redis_io import Link, connect, entries_of, packed, transaction, xreadgroup
 from service.registry import Registry
-from service.snapshot import PREDICTION_JSON, Prediction, Snapshot
+from service.snapshot import Prediction, Snapshot
 from service.types import Row, StreamId
 
 log = logging.getLogger(__name__)
@@ -433,7 +435,7 @@ class Engine:
         if self._cursor != NO_CURSOR:
             first = bisect.bisect_right(entries, self._cursor,
                                         key=lambda e: checkpoint.parse_id(e[0].decode()))
-        b = _Batch(ack=[entry_id for entry_id, _ in entries], skipped=first)
+        b = _Batch(ack=list(map(itemgetter(0), entries)), skipped=first)
         todo = entries[first:]
         if not todo:
             return b
@@ -445,7 +447,8 @@ class Engine:
             keep, rows = self._admit_in_order(ticks, b, first)
             ticks = _take(ticks, keep)
         b.ticks, b.rows = ticks, np.array(rows, np.intp)
-        b.ids = [todo[i][0] for i in ticks.index]
+        b.ids = (b.ack[first:] if len(ticks.index) == len(todo)
+                 else [todo[i][0] for i in ticks.index])
         return b
 
     def _in_order(self, rows: np.ndarray, ts_ms: np.ndarray) -> bool:
@@ -551,9 +554,8 @@ class Engine:
                      ) -> None:
         """Each moved row's latest prediction, and every tick's for the predictions stream.
 
-        Formatting floats (repr) is most of the cost, so only the moved rows' are formatted,
-        each once, as text shared by the predictions hash (JSON) and the last-tick hash;
-        the stream takes whole columns as binary.
+        Nothing here formats a float: Redis gets binary records and columns, HTTP formats
+        the one prediction it serves.
         """
         t, version = b.ticks, self.model_version
         latest = last_of_row.tolist()
@@ -561,14 +563,10 @@ class Engine:
         ids = [b.ids[i].decode() for i in latest]
         rets, next_prices, prices, ts, all_steps = (
             col[last_of_row].tolist() for col in (ret, next_price, t.price, t.ts_ms, steps))
-        changes.latest = list(map(Prediction, tickers, rets, next_prices, prices, ts, ids,
-                                  all_steps, [version] * len(latest)))
-        ret_s, next_s, price_s = (list(map(repr, col)) for col in (rets, next_prices, prices))
-        if np.isfinite(ret[last_of_row]).all() and np.isfinite(next_price[last_of_row]).all():
-            changes.latest_json = list(map(PREDICTION_JSON.format, tickers, ret_s, next_s,
-                                           price_s, ts, ids, all_steps,
-                                           [version] * len(latest)))
-        changes.last_text = [f"{p} {ms}" for p, ms in zip(price_s, ts, strict=True)]
+        # tuple.__new__ builds each NamedTuple in C; Prediction(...) goes through Python
+        changes.latest = list(map(tuple.__new__, repeat(Prediction),
+                                  zip(tickers, rets, next_prices, prices, ts, ids, all_steps,
+                                      repeat(version), strict=False)))
         if self._layout.predictions_maxlen:
             changes.published = prediction_stream.entry_fields(
                 version, b.last_id or "", t.ticker, b.ids, t.ts_ms, steps, ret, next_price,

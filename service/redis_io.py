@@ -19,7 +19,8 @@ from redis.retry import Retry
 
 from service.entries import RawEntry
 
-Command = Sequence[bytes | str | int | float]
+Command = Sequence[bytes | str | int | float]  # or, already in the protocol, bytes
+_HEADS = [b"$%d\r\n" % n for n in range(4096)]  # bulk string headers by length
 
 
 def connect(redis_url: str, block_ms: int) -> redis.Redis:
@@ -51,7 +52,25 @@ def entries_of(reply: Any) -> list[RawEntry]:
 
 def packed(*commands: Command) -> bytes:
     """Commands in the Redis protocol, ready to send in one write (packing is C work)."""
-    return b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+    return b"".join(c if isinstance(c, bytes) else hiredis.pack_command(tuple(c))
+                    for c in commands)
+
+
+def bulk_command(*args: bytes) -> bytes:
+    """One command of many bytes arguments in the protocol, built with C-level joins.
+
+    For the checkpoint's big commands (XACK of a batch's IDs, HSET of its state rows):
+    hiredis.pack_command spends ~0.3-1 us per bytes argument on this machine, this ~0.1.
+    """
+    lens = list(map(len, args))
+    if max(lens) >= len(_HEADS):
+        heads = [b"$%d\r\n" % n for n in lens]
+    else:
+        heads = list(map(_HEADS.__getitem__, lens))
+    parts = [b"\r\n"] * (3 * len(args))
+    parts[0::3] = heads
+    parts[1::3] = args
+    return b"*%d\r\n" % len(args) + b"".join(parts)
 
 
 def transaction(commands: Sequence[Command]) -> bytes:

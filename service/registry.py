@@ -57,8 +57,7 @@ class Registry:
 
     def rows_of(self, tickers: list[str]) -> list[Row | None]:
         """Each ticker's row (None: not registered), in one pass for a whole batch."""
-        get = self._rows.get
-        return [get(t) for t in tickers]
+        return list(map(self._rows.get, tickers))
 
     def ticker(self, row: Row) -> str:
         return self._tickers[row]

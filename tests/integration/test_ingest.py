@@ -17,12 +17,12 @@ from models.lstm import build_model
 from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
-from service.checkpoint import HEADER
+from service.checkpoint import HEADER, decode_prediction
 from service.embedded_redis import EmbeddedRedis
 from service.ingest import Engine
 from service.prediction_stream import stream_predictions
 from service.redis_io import Link
-from service.snapshot import Prediction, Snapshot
+from service.snapshot import Snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,8 @@ def test_online_equals_batch_size_one_keras(start_engine: StartEngine,
         np.testing.assert_allclose(normalised(artifact, np.array(values)), outputs, atol=1e-5,
                                    rtol=0)
     # Redis holds exactly what is served
-    persisted = {k.decode(): Prediction.from_json(v)
+    version = artifact.meta.model_version
+    persisted = {k.decode(): decode_prediction(k.decode(), v, version)
                  for k, v in redis_client.hgetall(PREFIX + "predictions").items()}
     assert persisted == dict(engine.snapshot.predictions)
     assert redis_client.get(PREFIX + "cursor") == ids[-1]

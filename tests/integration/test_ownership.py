@@ -1,7 +1,6 @@
 """Exactly once when the consumer name changes, a second process starts, or the group is
 lost: the cases a single well-behaved engine never meets in the other tests."""
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from models.lstm import build_model
 from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
+from service.checkpoint import decode_prediction
 from service.prediction_stream import stream_predictions
 
 pytestmark = pytest.mark.integration
@@ -60,9 +60,9 @@ def assert_checkpoint_matches_keras(client: redis.Redis, artifact_dir: Path,
     served = {k.decode(): v for k, v in client.hgetall("tickstream:default:predictions").items()}
     assert sorted(served) == sorted(reference)
     for ticker, outputs in reference.items():
-        p = json.loads(served[ticker])
-        assert p["steps"] == len(outputs), ticker
-        assert abs(p["prediction"] - float(outputs[-1])) < 1e-5, ticker
+        p = decode_prediction(ticker, served[ticker], "any")
+        assert p.steps == len(outputs), ticker
+        assert abs(p.prediction - float(outputs[-1])) < 1e-5, ticker
     published = stream_predictions(client.xrange("predictions"))
     assert len(published) == len(ticks), "a tick was applied twice or skipped"
 

@@ -18,8 +18,10 @@ from service.checkpoint import (
     Layout,
     commit,
     decode_last,
+    decode_prediction,
     decode_row,
     encode_last,
+    encode_predictions,
     encode_rows,
     load,
     parse_id,
@@ -80,7 +82,18 @@ def test_foreign_or_damaged_row_bytes_are_refused(blob: bytes, message: str) -> 
 @pytest.mark.parametrize(("price", "ts"), [(123.456789012345, 1767225600123), (0.0, 0),
                                            (5e-324, 2**53)])
 def test_last_tick_codec_round_trips_exactly(price: float, ts: int) -> None:
-    assert decode_last(encode_last(price, ts).encode()) == (price, ts)
+    (blob,) = encode_last(np.array([price]), np.array([ts]))
+    assert decode_last(blob) == (price, ts)
+    assert decode_last(f"{price!r} {ts}".encode()) == (price, ts)  # earlier versions' text
+
+
+def test_prediction_codec_round_trips_exactly() -> None:
+    written = [Prediction("A", 0.1 + 0.2, float("inf"), 5e-324, 2**53, "1767225600000-12", 7,
+                          "v1"), Prediction("BB", -1e-300, 1.0, 2.0, 0, "1-0", 1, "v1")]
+    blobs = encode_predictions(written)
+    assert [decode_prediction(p.ticker, b, "v1") for p, b in zip(written, blobs, strict=True)
+            ] == written
+    assert decode_prediction("BB", written[1].to_json().encode(), "v1") == written[1]  # JSON
 
 
 @pytest.mark.parametrize("text", [b"", b"1.0", b"1.0 2 3", b"abc 5", b"nan 5", b"-1.0 5",
@@ -186,6 +199,8 @@ def test_state_of_another_model_is_not_resumed(redis_client: redis.Redis) -> Non
         ("last", "0", b"\x80\x04K\x01.", "not 'price ts_ms'"),
         ("predictions", "B", Prediction("B", 0, 1, 1, 1, "1-0", 1, "v1").to_json(), "beyond"),
         ("predictions", "A", b"{}", "unreadable"),
+        ("predictions", "A", b"TSP1" + bytes(40), "unreadable"),
+        ("predictions", "A", b"TSP1" + bytes(9), "unreadable"),
         ("rows", "B", b"one", "unreadable"),
     ],
 )
