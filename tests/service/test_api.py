@@ -263,3 +263,13 @@ def test_one_prediction_body_matches_its_documented_schema(client) -> None:
     one = OnePrediction.model_validate_json(response.text)
     assert one.ticker == "ONE1" and one.steps == 1 and one.last_price == 12.5
     assert one.snapshot_age_s >= 0
+
+
+def test_one_prediction_documents_its_path_parameter_and_errors(redis_url, artifact) -> None:
+    """The route reads `ticker` itself (no declared parameter): /docs must still list it."""
+    app = create_app(Settings(redis_url=redis_url), artifact)
+    get = app.openapi()["paths"]["/v1/predictions/{ticker}"]["get"]
+    assert get["parameters"] == [{"in": "path", "name": "ticker", "required": True,
+                                  "schema": {"title": "Ticker", "type": "string"}}]
+    assert {"200", "404", "422"} <= set(get["responses"])
+    assert get["tags"] == ["predictions"]
