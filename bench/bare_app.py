@@ -1,6 +1,6 @@
 """The HTTP baseline: one FastAPI route answering a constant prediction, under the same
-uvicorn defaults as `tickstream serve`, so requests/s compare the service's route with the
-framework's own cost. Run: `python -m bench.bare_app` (port from TICKSTREAM_PORT)."""
+uvicorn setup as `tickstream serve` (access log off), so requests/s compare the service's
+route with the framework's own cost. Run: `python -m bench.bare_app` (port from TICKSTREAM_PORT)."""
 
 from __future__ import annotations
 
@@ -27,4 +27,5 @@ async def healthz() -> dict:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["TICKSTREAM_PORT"]))
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["TICKSTREAM_PORT"]),
+                access_log=False)  # as `tickstream serve` runs by default

@@ -249,7 +249,8 @@ def serve(
         # walks them all (~0.3 s here) while holding the GIL, stalling ingest and HTTP.
         # They live as long as the process, so take them out of its sight.
         gc.freeze()
-        uvicorn.run(create_app(settings, artifact), host=settings.host, port=settings.port)
+        uvicorn.run(create_app(settings, artifact), host=settings.host, port=settings.port,
+                    access_log=settings.access_log)
 
 
 # ---- train

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="if set, write routes need Bearer auth")
+    access_log: bool = Field(False, description="a log line per HTTP request (costs each GET "
+                             "~10-20% more event-loop time)")
 
     @field_validator("api_key")
     @classmethod
