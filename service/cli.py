@@ -6,7 +6,6 @@ Heavy imports (TensorFlow, the app) happen inside the commands that need them, s
 
 from __future__ import annotations
 
-import gc
 import inspect
 import signal
 import threading
@@ -245,10 +244,6 @@ def serve(
         if synthetic_feed:
             _start_feeder(settings, feed_tickers, feed_rate, stack)
         typer.echo(_where(settings, embedded))
-        # TensorFlow and Keras leave ~300k objects for the cyclic GC: a full collection
-        # walks them all (~0.3 s here) while holding the GIL, stalling ingest and HTTP.
-        # They live as long as the process, so take them out of its sight.
-        gc.freeze()
         uvicorn.run(create_app(settings, artifact), host=settings.host, port=settings.port,
                     access_log=settings.access_log)
 

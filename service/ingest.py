@@ -15,6 +15,7 @@ in-memory state may run one batch ahead of Redis, and any failure reloads it fro
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import queue
 import threading
@@ -149,6 +150,10 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("engine already started")
         malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
+        # TensorFlow and Keras leave ~300k objects to the cyclic GC: a full collection walks
+        # them all (~0.3 s here) holding the GIL, stalling the loop and HTTP alike. They
+        # live as long as the process: out of the collector's sight with them.
+        gc.freeze()
         if self._lease.acquire():
             self._restore()
         else:
