@@ -20,10 +20,11 @@ Two ratios, because "per tick" can be read two ways and they differ by a factor 
 
 Run: `tickstream bench step`, or `python -m bench.step`.
 
-`python -m bench.step skew` times `step_ticks` alone on the ingest loop's micro-batches
-(1,000 ticks over N = 500 tickers) of each traffic shape of `bench.traffic`: skew turns a
-batch into a long chain of dependent one-row timesteps (Zipf: the busiest ticker has ~240
-ticks per batch; hot: ~900), so µs per tick there measures per-timestep overhead.
+`tickstream bench step --skew` (or `python -m bench.step skew`) times `step_ticks` alone on
+the ingest loop's micro-batches (1,000 ticks over N = 500 tickers) of each traffic shape of
+`bench.traffic`: skew turns a batch into a long chain of dependent one-row timesteps (Zipf:
+the busiest ticker has ~240 ticks per batch; hot: ~900), so µs per tick there measures
+per-timestep overhead.
 """
 
 from __future__ import annotations

@@ -363,12 +363,21 @@ def bench_step(
     steps: Annotated[list[str], typer.Option(help="ticks per row per call T")] = ["1,4,16"],  # noqa: B006
     repeats: Annotated[int, typer.Option(min=1, help="timed runs per figure")] = 5,
     predict_sample: Annotated[int, typer.Option(min=1, help="Keras calls timed")] = 20,
+    skew: Annotated[bool, typer.Option(
+        help="instead: step_ticks on 1,000-tick batches of each traffic shape")] = False,
 ) -> None:
     """One online step of the numpy stepper vs Keras predict/eager, as a Markdown table."""
-    from bench.step import format_table, run_step_bench
+    from bench.step import format_skew_table, format_table, run_skew_bench, run_step_bench
 
+    def progress(message: str) -> None:
+        typer.echo(message, err=True)
+
+    if skew:
+        typer.echo(format_skew_table(run_skew_bench(units=units, repeats=repeats,
+                                                    progress=progress)))
+        return
     rows = run_step_bench(_int_list(sizes, "--sizes"), units, _int_list(steps, "--steps"),
-                          repeats, predict_sample, progress=lambda m: typer.echo(m, err=True))
+                          repeats, predict_sample, progress=progress)
     typer.echo(format_table(rows))
 
 
