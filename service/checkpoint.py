@@ -7,10 +7,13 @@ that is ahead of or behind its cursor (DESIGN.md invariant 2: exactly once).
 Keys (prefix `tickstream:{name}:`):
   rows         hash  ticker -> row
   state        hash  row -> header + the row's h, c of every layer (raw float32 LE)
-  last         hash  row -> "price ts_ms" of the row's last applied tick
+  last         hash  row -> record (price, ts_ms) of the row's last applied tick
   cursor       str   the last stream ID processed (applied or dead-lettered)
-  predictions  hash  ticker -> Prediction JSON (incl. steps)
+  predictions  hash  ticker -> record of its latest Prediction (incl. steps) + stream ID
   model        str   model_version that wrote the state: other weights must not resume it
+The lease key `owner` (service/lease.py) lives under the same prefix. Records are fixed
+little-endian binary with a magic (see LAST_MAGIC, PREDICTION_MAGIC); earlier versions'
+text and JSON are still read.
 """
 
 from __future__ import annotations

@@ -392,7 +392,7 @@ class Engine:
                 return entries
             self._reading_pending = False
         n = self.settings.batch_count
-        if n == 1:
+        if n == 1:  # no room to split (COUNT 0 would mean no limit)
             return self._took(entries_of(self._link.call(self._read_command(block=True))))
         # Redis answers a blocked XREADGROUP at the first XADD that reaches the stream, also
         # when it came with others in one write (a producer's pipelined burst): alone, the
