@@ -20,11 +20,15 @@ SEND_EVERY_S = 0.005  # a chunk every 5 ms: 10 ticks at 2,000/s, 100 at 20,000/s
 MAXLEN = 1_000_000  # approximate cap: a 10-minute feed must not fill Redis with old ticks
 
 
-def xadd_protocol(stream: str, tickers: list[str], prices: list[str], volumes: list[str]
-                  ) -> bytes:
-    cap = str(MAXLEN)
-    head = (f"*12\r\n$4\r\nXADD\r\n${len(stream)}\r\n{stream}\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n"
-            f"${len(cap)}\r\n{cap}\r\n$1\r\n*\r\n")
+def xadd_protocol(stream: str, tickers: list[str], prices: list[str], volumes: list[str],
+                  maxlen: int | None = MAXLEN) -> bytes:
+    """XADD commands, each capped at `maxlen` entries (approximately); None: no cap."""
+    if maxlen is None:
+        head = f"*9\r\n$4\r\nXADD\r\n${len(stream)}\r\n{stream}\r\n$1\r\n*\r\n"
+    else:
+        cap = str(maxlen)
+        head = (f"*12\r\n$4\r\nXADD\r\n${len(stream)}\r\n{stream}\r\n$6\r\nMAXLEN\r\n"
+                f"$1\r\n~\r\n${len(cap)}\r\n{cap}\r\n$1\r\n*\r\n")
     return "".join(
         f"{head}$6\r\nticker\r\n${len(t)}\r\n{t}\r\n$5\r\nprice\r\n${len(p)}\r\n{p}\r\n"
         f"$6\r\nvolume\r\n${len(v)}\r\n{v}\r\n"
@@ -33,11 +37,12 @@ def xadd_protocol(stream: str, tickers: list[str], prices: list[str], volumes: l
 
 
 class Feeder:
-    """Appends `rate` ticks/s over `n_tickers` tickers to `stream` until stopped."""
+    """Appends `rate` ticks/s over `n_tickers` tickers to `stream` until stopped, the
+    stream capped at `maxlen` entries (approximately; None: uncapped)."""
 
     def __init__(self, port: int, stream: str, n_tickers: int, rate: float,
-                 seed: int = 0) -> None:
-        self.port, self.stream, self.rate = port, stream, rate
+                 seed: int = 0, maxlen: int | None = MAXLEN) -> None:
+        self.port, self.stream, self.rate, self.maxlen = port, stream, rate, maxlen
         self.names = ticker_names(n_tickers)
         self.rng = np.random.default_rng(seed)
         self.base = self.rng.uniform(10.0, 500.0, n_tickers)
@@ -63,7 +68,8 @@ class Feeder:
         prices = self.base[which] * np.exp(self.rng.normal(0.0, 1e-3, n))
         return xadd_protocol(self.stream, self.names[which].tolist(),
                              np.char.mod("%.4f", prices).tolist(),
-                             np.char.mod("%d", self.rng.integers(0, 10_000, n)).tolist())
+                             np.char.mod("%d", self.rng.integers(0, 10_000, n)).tolist(),
+                             self.maxlen)
 
     def _run(self) -> None:
         start = time.monotonic()

@@ -18,7 +18,7 @@ import redis
 
 from bench.feeder import Feeder
 from bench.service import Server, get_json
-from service.checkpoint import parse_id
+from service.records import parse_id
 
 POLL_S = 0.0002  # between polls of one probe: the figure's resolution is ~one GET
 PROBE_TIMEOUT_S = 10.0

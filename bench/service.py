@@ -69,10 +69,11 @@ class Server:
 
 
 def tickstream_serve(redis_url: str, model_dir: Path, workdir: Path, name: str,
-                     stream: str) -> Server:
+                     stream: str, extra_env: dict[str, str] | None = None) -> Server:
+    """`tickstream serve` on `stream`; `extra_env`: more settings (`TICKSTREAM_*`)."""
     env = {"TICKSTREAM_REDIS_URL": redis_url, "TICKSTREAM_MODEL_DIR": str(model_dir),
            "TICKSTREAM_DATA_DIR": str(workdir / "data"), "TICKSTREAM_NAME": name,
-           "TICKSTREAM_STREAM": stream}
+           "TICKSTREAM_STREAM": stream, **(extra_env or {})}
     return Server([TICKSTREAM, "serve"], env, workdir / f"serve-{name}.log")
 
 

@@ -1,1 +1,1 @@
-"""Streaming and serving: Redis I/O, the ticker registry, checkpoints, ingest, HTTP, CLI."""
+"""Streaming and serving: Redis I/O, registry, snapshots and commits, ingest, HTTP, CLI."""

@@ -187,13 +187,24 @@ def _start_feeder(settings: Settings, tickers: int, rate: float, stack: ExitStac
 def _preflight(settings: Settings, artifact: Artifact) -> None:
     """Fail before uvicorn starts, with a message instead of a lifespan traceback, when
     Redis is unreachable or holds state another model wrote."""
-    from service import checkpoint
+    from service.layout import Layout
+    from service.migrate import has_legacy_state, load_legacy
+    from service.records import StateError
+    from service.snapshots import SnapshotStore
 
     client = _connect(str(settings.redis_url))
+    layout = Layout.from_settings(settings)
+    row_floats, version = artifact.stepper(1).row_state_size, artifact.meta.model_version
     try:
-        checkpoint.load(client, checkpoint.Layout.from_settings(settings),
-                        artifact.stepper(1).row_state_size, artifact.meta.model_version)
-    except checkpoint.CheckpointError as e:
+        written_by = client.get(layout.model)
+        if written_by is not None and written_by.decode() != version:
+            raise StateError(f"the state under {layout.prefix} was written by model "
+                             f"{written_by.decode()}, this is {version}: pick another "
+                             "TICKSTREAM_NAME or delete those keys to start this model fresh")
+        if SnapshotStore(client, layout, b"", None).load(row_floats, version) is None and \
+                has_legacy_state(client, layout):
+            load_legacy(client, layout, row_floats, version)
+    except StateError as e:
         raise typer.BadParameter(str(e), param_hint="--name / --model-dir") from None
     finally:
         client.close()

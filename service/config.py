@@ -26,10 +26,12 @@ class Settings(BaseSettings):
     predictions_stream: str = "predictions"
     predictions_maxlen: int = Field(
         1000, ge=0, description="approximate cap in entries (one per batch); 0 = no stream")
-    group: str = "tickstream"
-    consumer: str = Field("tickstream-1", description="stable, so a restart finds its pending")
+    dead_maxlen: int = Field(100_000, ge=1, description="approximate cap of the dead stream")
+    group: str = Field("tickstream", description="consumer group advanced to each snapshot's "
+                       "cursor, so XINFO GROUPS shows operators the lag")
     start_from: Literal["begin", "new"] = Field(
-        "begin", description="where a freshly created consumer group starts reading")
+        "begin", description="where a new state starts reading: every tick already in the "
+        "stream, or only new ones")
 
     # the ingest loop
     batch_count: int = Field(1000, ge=1, le=100_000, description="max entries per micro-batch")
@@ -41,6 +43,18 @@ class Settings(BaseSettings):
         "the first stops or its lease goes this long unrenewed")
     recycle_idle_s: float | None = Field(
         None, gt=0, description="None: never recycle; else rows idle this long may be reused")
+
+    # snapshots and retention: the stream is the log, a snapshot says where to replay from
+    snapshot_every_s: float = Field(5.0, gt=0, le=86_400,
+                                    description="write a snapshot of the whole state this often")
+    snapshot_every_ticks: int = Field(
+        200_000, ge=1, description="... or after this many stream entries, whichever is first")
+    tick_retention: str = Field(
+        "3600", pattern=r"^(none|[0-9]+(\.[0-9]*)?)$",
+        description="seconds of the tick stream kept behind the snapshot's cursor (by entry "
+        "ID time); 0: trim all the snapshot covers; none: never trim")
+    accept_gap: bool = Field(
+        False, description="start even if entries after the snapshot were trimmed away")
 
     # HTTP
     host: str = "127.0.0.1"
@@ -55,6 +69,13 @@ class Settings(BaseSettings):
         if v is not None and len(v.get_secret_value().strip()) < 8:
             raise ValueError("TICKSTREAM_API_KEY must be at least 8 characters when set")
         return v
+
+    @property
+    def tick_retention_ms(self) -> int | None:
+        """None: never trim the tick stream."""
+        if self.tick_retention == "none":
+            return None
+        return round(float(self.tick_retention) * 1000)
 
     @property
     def key_prefix(self) -> str:

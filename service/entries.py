@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,8 @@ from models.ticks import (
 )
 
 RawEntry = tuple[bytes, Sequence[bytes] | None]  # (stream ID, [k1, v1, k2, v2, ...])
+CONTROL = b"control"  # a control entry's field: control=reset ticker=T (see `Control`)
+CONTROL_ACTIONS = frozenset(("reset",))
 KNOWN = frozenset((b"ticker", b"price", b"volume", b"ts"))  # the tick's fields
 TICKER_CACHE_MAX = 100_000  # distinct raw tickers remembered; a flood of new ones clears it
 
@@ -47,6 +50,15 @@ class Parsed:
     volume: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) float64
     ts_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (M,)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
+    controls: list[tuple[int, Control]] = field(default_factory=list)  # (position, control)
+
+
+class Control(NamedTuple):
+    """A control entry: a change of state that travels in the stream like a tick, so a
+    replay makes it at the same place. `control=reset ticker=T` zeroes T's h and c."""
+
+    action: str
+    ticker: str
 
 
 class TickerCache:
@@ -85,10 +97,13 @@ def stream_ms(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0])
 
 
-def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | str:
-    """The slow path, one entry: (ticker, price, volume, ts_ms), or the reason to reject."""
+def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | Control | str:
+    """The slow path, one entry: (ticker, price, volume, ts_ms), a Control, or the reason
+    to reject it."""
     entry_id, raw = entry
     fields = fields_of(raw)
+    if CONTROL in fields:
+        return parse_control(fields)
     try:
         tick = parse_tick({k.decode(): v.decode() for k, v in fields.items()
                            if k in KNOWN}, stream_ms(entry_id))  # extras ignored
@@ -97,6 +112,15 @@ def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | str:
     except InvalidTick as e:
         return e.reason if fields else "deleted"  # XDELed while pending
     return tick.ticker, tick.price, tick.volume, tick.ts_ms
+
+
+def parse_control(fields: dict[bytes, bytes]) -> Control | str:
+    try:
+        action = fields[CONTROL].decode()
+        ticker = normalize_ticker(fields[b"ticker"].decode())
+    except (KeyError, UnicodeDecodeError, InvalidTick):
+        return "bad_control"
+    return Control(action, ticker) if action in CONTROL_ACTIONS else "bad_control"
 
 
 def _floats(raw: list[bytes]) -> np.ndarray:
@@ -191,15 +215,18 @@ def parse_entries(entries: Sequence[RawEntry], cache: TickerCache) -> Parsed:
             tickers[i] = t
 
     rejected: list[tuple[int, str]] = []
+    controls: list[tuple[int, Control]] = []
     for i in np.flatnonzero(~ok).tolist():  # everything the fast path did not vouch for
         result = parse_one(entries[i])
         if isinstance(result, str):
             rejected.append((i, result))
+        elif isinstance(result, Control):
+            controls.append((i, result))
         else:
             ok[i] = True
             tickers[i], price[i], volume[i], ts_ms[i] = result
-    if not rejected:
+    if not rejected and not controls:
         return Parsed(list(range(n)), tickers, price, volume, ts_ms)  # type: ignore[arg-type]
     keep = np.flatnonzero(ok)
     return Parsed(keep.tolist(), [tickers[i] for i in keep.tolist()],  # type: ignore[misc]
-                  price[keep], volume[keep], ts_ms[keep], rejected)
+                  price[keep], volume[keep], ts_ms[keep], rejected, controls)

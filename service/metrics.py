@@ -29,9 +29,9 @@ class EngineCollector(Collector):
         e, c = self.engine, self.engine.counters()
         yield CounterMetricFamily("tickstream_ticks_applied", "ticks applied to a row",
                                   value=c.applied)
-        yield CounterMetricFamily("tickstream_entries_skipped",
-                                  "redelivered entries already applied: acked, not re-applied",
-                                  value=c.skipped)
+        yield CounterMetricFamily("tickstream_entries_replayed",
+                                  "entries recomputed after a restore (outputs not rewritten)",
+                                  value=c.replayed)
         dead = CounterMetricFamily("tickstream_dead_letters", "entries sent to the dead stream",
                                    labels=["reason"])
         for reason, n in sorted(c.dead_lettered.items()):
@@ -44,17 +44,36 @@ class EngineCollector(Collector):
                                   value=c.errors)
         yield CounterMetricFamily("tickstream_step_seconds", "time spent stepping the LSTM",
                                   value=c.step_seconds)
-        yield CounterMetricFamily("tickstream_checkpoint_seconds",
-                                  "time spent in checkpoint MULTI/EXEC", value=c.checkpoint_seconds)
+        yield CounterMetricFamily("tickstream_commit_seconds",
+                                  "time spent waiting for per-batch output commits",
+                                  value=c.commit_seconds)
         yield GaugeMetricFamily("tickstream_last_batch_seconds",
                                 "wall time of the last batch, read to commit",
                                 value=c.last_batch_seconds)
         if c.lag is not None:
             yield GaugeMetricFamily("tickstream_consumer_lag",
-                                    "stream entries not yet delivered to the group", value=c.lag)
-        if c.pending is not None:
-            yield GaugeMetricFamily("tickstream_consumer_pending",
-                                    "entries delivered but not yet acknowledged", value=c.pending)
+                                    "stream entries after the engine's cursor", value=c.lag)
+        yield CounterMetricFamily("tickstream_gap_entries",
+                                  "entries trimmed away before the engine read them "
+                                  "(accepted with ACCEPT_GAP)", value=c.gap_entries)
+        replay = e.status()["replaying"]
+        yield GaugeMetricFamily("tickstream_replaying",
+                                "1 while replaying the stream after a restore",
+                                value=int(replay is not None))
+        snap = e.snapshot_status()
+        yield CounterMetricFamily("tickstream_state_snapshots", "snapshots written",
+                                  value=snap["written"])
+        yield CounterMetricFamily("tickstream_state_snapshot_failures",
+                                  "snapshot writes that failed", value=snap["failed"])
+        if snap["age_s"] is not None:
+            yield GaugeMetricFamily("tickstream_state_snapshot_age_seconds",
+                                    "seconds since the last snapshot was switched in",
+                                    value=snap["age_s"])
+            yield GaugeMetricFamily("tickstream_state_snapshot_size_bytes",
+                                    "bytes of the last snapshot", value=snap["size_bytes"])
+            yield GaugeMetricFamily("tickstream_state_snapshot_duration_seconds",
+                                    "time to write and switch the last snapshot",
+                                    value=snap["seconds"])
         yield GaugeMetricFamily("tickstream_snapshot_age_seconds",
                                 "seconds since predictions were last published",
                                 value=max(0.0, time.time() - e.snapshot.published_at))

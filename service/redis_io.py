@@ -1,6 +1,6 @@
 """The ingest loop's line to Redis: commands sent now, replies read later.
 
-redis-py's pipeline sends and waits in one call; the loop wants to checkpoint batch k and
+redis-py's pipeline sends and waits in one call; the loop wants to commit batch k and
 ask for batch k+2 while it steps batch k+1 (Redis runs on the other core), so it holds one
 connection of the client's pool and reads each reply when it needs it. Replies come back
 raw (no redis-py callbacks): a stream read is lists of bytes, not a dict per entry.
@@ -24,23 +24,16 @@ _HEADS = [b"$%d\r\n" % n for n in range(4096)]  # bulk string headers by length
 
 
 def connect(redis_url: str, block_ms: int) -> redis.Redis:
-    """A client that never retries on its own: a retried EXEC or XREADGROUP could apply a
-    batch twice or strand delivered entries; the loop's reload-and-replay handles failures."""
+    """A client that never retries on its own: a resent commit whose reply was lost would
+    write a batch's outputs twice; the loop's reload-and-replay handles failures."""
     return redis.Redis.from_url(
         redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0,
         socket_timeout=block_ms / 1000 + 5.0, decode_responses=False,
     )
 
 
-def xreadgroup(group: str, consumer: str, stream: str, start: str, count: int,
-               block_ms: int | None) -> Command:
-    block = ("BLOCK", block_ms) if block_ms is not None else ()
-    return ("XREADGROUP", "GROUP", group, consumer, "COUNT", count, *block,
-            "STREAMS", stream, start)
-
-
 def entries_of(reply: Any) -> list[RawEntry]:
-    """A one-stream XREADGROUP reply (RESP2 list or RESP3 map) -> its entries."""
+    """A one-stream XREAD reply (RESP2 list or RESP3 map) -> its entries."""
     if not reply:
         return []
     if isinstance(reply, dict):
@@ -59,7 +52,7 @@ def packed(*commands: Command) -> bytes:
 def bulk_command(*args: bytes) -> bytes:
     """One command of many bytes arguments in the protocol, built with C-level joins.
 
-    For the checkpoint's big commands (XACK of a batch's IDs, HSET of its state rows):
+    For the commit's big commands (a batch's prediction records, thousands of arguments):
     hiredis.pack_command spends ~0.3-1 us per bytes argument on this machine, this ~0.1.
     """
     lens = list(map(len, args))

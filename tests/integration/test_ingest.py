@@ -1,5 +1,5 @@
 """The ingest engine against a real redis-server: online = offline, exactly once, bad input
-kept out of the state, growth, per-row reset, recycling, Redis failures."""
+kept out of the state, growth, per-row reset, recycling, replay, Redis failures."""
 
 import time
 from collections import Counter
@@ -17,10 +17,10 @@ from models.lstm import build_model
 from models.reference import keras_reference
 from models.synthetic import SyntheticMarket
 from models.ticks import TickTable
-from service.checkpoint import HEADER, decode_prediction
 from service.embedded_redis import EmbeddedRedis
 from service.ingest import Engine
 from service.prediction_stream import stream_predictions
+from service.records import decode_prediction
 from service.redis_io import Link
 from service.snapshot import Snapshot
 
@@ -109,10 +109,17 @@ def published_by_ticker(client: redis.Redis, stream: str = "predictions") -> dic
     return out
 
 
-def state_of(client: redis.Redis) -> dict[str, dict[bytes, bytes]]:
-    """Every hash of the checkpoint, byte for byte."""
-    return {name: client.hgetall(PREFIX + name) for name in ("rows", "state", "last",
-                                                             "predictions")}
+def rows_of(engine: Engine) -> dict[str, bytes]:
+    """Each ticker's h and c as the engine holds them, byte for byte."""
+    data = engine.capture()
+    return {t: data.rows[i].tobytes() for i, t in enumerate(data.tickers)}
+
+
+def state_of(engine: Engine, client: redis.Redis) -> tuple:
+    """Everything a batch could change: rows, last ticks, steps, latest predictions."""
+    data = engine.capture()
+    return (rows_of(engine), data.last_price.tobytes(), data.last_ts.tobytes(),
+            data.steps.tobytes(), client.hgetall(PREFIX + "predictions"))
 
 
 def test_online_equals_batch_size_one_keras(start_engine: StartEngine,
@@ -140,12 +147,11 @@ def test_online_equals_batch_size_one_keras(start_engine: StartEngine,
     persisted = {k.decode(): decode_prediction(k.decode(), v, version)
                  for k, v in redis_client.hgetall(PREFIX + "predictions").items()}
     assert persisted == dict(engine.snapshot.predictions)
-    assert redis_client.get(PREFIX + "cursor") == ids[-1]
+    assert redis_client.get(PREFIX + "output_cursor") == ids[-1]
     wait_for(lambda: engine.ready, "ready")
     status = engine.status()
     assert status["applied"] == 3000 and status["dead_lettered"] == {}
     assert status["connected"] and status["batches"] >= 3000 // 97
-    assert redis_client.xpending("ticks", "tickstream")["pending"] == 0
 
 
 def test_stop_and_restart_ends_like_an_uninterrupted_run(start_engine: StartEngine,
@@ -161,7 +167,9 @@ def test_stop_and_restart_ends_like_an_uninterrupted_run(start_engine: StartEngi
     first.stop()
     stopped_at = first.snapshot.stream_id
     assert stopped_at is not None and stopped_at != ids[-1].decode(), "stopped mid-stream"
-    assert redis_client.get(PREFIX + "cursor").decode() == stopped_at  # its batch committed
+    assert redis_client.get(PREFIX + "output_cursor").decode() == stopped_at  # committed
+    pointer = redis_client.hgetall(PREFIX + "snapshot")
+    assert pointer[b"cursor"].decode() == stopped_at  # a clean stop snapshots everything
 
     second = start_engine(batch_count=33)
     wait_caught_up(second, ids[-1])
@@ -171,47 +179,62 @@ def test_stop_and_restart_ends_like_an_uninterrupted_run(start_engine: StartEngi
     assert {t: p.steps for t, p in resumed.items()} == {t: p.steps for t, p in whole.items()}
     for ticker, p in resumed.items():
         assert p.prediction == pytest.approx(whole[ticker].prediction, abs=1e-9)
-    # nothing lost, nothing doubled
+    # nothing lost, nothing doubled, nothing replayed after a clean stop
     assert len(stream_predictions(redis_client.xrange("predictions"))) == len(ticks)
     assert first.counters().applied + second.counters().applied == len(ticks)
+    assert second.counters().replayed == 0
+    # the state itself: every row's h and c as the uninterrupted run's (other batch cuts
+    # move the last bits of float32 sums: within 1e-6)
+    a, b = second.capture(), uninterrupted.capture()
+    assert a.tickers == b.tickers and a.cursor == b.cursor == ids[-1].decode()
+    np.testing.assert_allclose(a.rows, b.rows, rtol=1e-6, atol=1e-7)
+    assert (a.steps == b.steps).all() and (a.last_price == b.last_price).all()
 
 
-def test_a_failed_checkpoint_is_redone_from_what_redis_holds(
+def test_a_failed_commit_is_redone_from_the_snapshot_and_the_log(
     start_engine: StartEngine, redis_client: redis.Redis, artifact_dir: Path,
     artifact: Artifact, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """In memory the batch is already stepped when its EXEC fails, or succeeds with its
-    reply lost: either way the engine must reload and end exactly once."""
-    real_send, real_read = Link.send, Link.read_transaction
+    """In memory the batch is already stepped when its commit fails, or succeeds with its
+    reply lost: either way the engine must reload, replay and end exactly once."""
+    real_send, real_read = Link.send, Link.read
     sent = read = 0
 
     def flaky_send(self: Link, data: bytes, replies: int) -> None:
         nonlocal sent
-        checkpoint = data.startswith(b"*1\r\n$5\r\nMULTI")
-        sent += checkpoint
-        if checkpoint and sent == 3:
-            raise redis.ConnectionError("injected: connection lost before EXEC")
+        commit = b"EVALSHA" in data[:40]
+        sent += commit
+        if commit and sent == 3:
+            raise redis.ConnectionError("injected: connection lost before the commit")
         real_send(self, data, replies)
 
-    def flaky_read(self: Link, n_commands: int) -> list:
+    def flaky_read(self: Link) -> object:
         nonlocal read
-        read += 1
-        result = real_read(self, n_commands)
-        if read == 6:
-            raise redis.ConnectionError("injected: EXEC reply lost")
+        result = real_read(self)
+        read += result == 1  # a commit's reply
+        if read == 6 and result == 1:
+            raise redis.ConnectionError("injected: commit reply lost")
         return result
 
     monkeypatch.setattr(Link, "send", flaky_send)
-    monkeypatch.setattr(Link, "read_transaction", flaky_read)
+    monkeypatch.setattr(Link, "read", flaky_read)
     ticks = interleaved(20, 1200, seed=3)
     ids = xadd_ticks(redis_client, ticks)
     engine = start_engine(batch_count=50)
     wait_caught_up(engine, ids[-1])
 
     assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
-    assert len(stream_predictions(redis_client.xrange("predictions"))) == len(ticks)
+    assert_each_tick_published_once(redis_client, len(ticks))
     status = engine.status()
-    assert status["errors"] == 2 and "EXEC reply lost" in status["last_error"]
+    assert status["errors"] == 2 and "commit reply lost" in status["last_error"]
+    assert status["replayed"] > 0  # the lost reply's batch was recomputed, not rewritten
+
+
+def assert_each_tick_published_once(client: redis.Redis, n: int) -> None:
+    published = published_by_ticker(client)
+    assert sum(map(len, published.values())) == n, "a tick was published twice or never"
+    for ticker, steps in published.items():
+        assert [s for s, _ in steps] == list(range(1, len(steps) + 1)), ticker
 
 
 BAD_ENTRIES: list[tuple[dict, str]] = [
@@ -247,11 +270,11 @@ def test_bad_entries_are_dead_lettered_once_and_change_no_row(
     xadd_ticks(redis_client, good)
     engine = start_engine(batch_count=7)
     wait_caught_up(engine, redis_client.xinfo_stream("ticks")["last-generated-id"])
-    before = state_of(redis_client)
+    before = state_of(engine, redis_client)
 
     bad_ids = [redis_client.xadd("ticks", fields) for fields, _ in BAD_ENTRIES]
     wait_caught_up(engine, bad_ids[-1])
-    assert state_of(redis_client) == before
+    assert state_of(engine, redis_client) == before
     assert set(engine.tickers()) == {"AAA", "BBB"}
     dead = redis_client.xrange("ticks:dead")
     assert len(dead) == len(BAD_ENTRIES)
@@ -272,32 +295,29 @@ def test_bad_entries_are_dead_lettered_once_and_change_no_row(
                                  (later.ticker, later.ts_ms, later.price, later.volume),
                                  strict=True)))
     assert_matches_keras(engine.snapshot, everything, artifact_dir, artifact)
-    after_good = state_of(redis_client)
+    rows_after = rows_of(engine)
+    engine.stop()
 
-    # redelivery of everything (the group rewound): applied once, dead-lettered once
+    # a replay of everything (no snapshot left, the output cursor at the end): every entry
+    # recomputed to the same state, no output written a second time
+    redis_client.delete(PREFIX + "snapshot", *redis_client.keys(PREFIX + "snapshot:*"))
     n_entries = redis_client.xlen("ticks")
-    redis_client.xgroup_setid("ticks", "tickstream", "0")
-    wait_for(lambda: engine.counters().skipped == n_entries, "every entry skipped")
-    assert state_of(redis_client) == after_good
+    again = start_engine(batch_count=5)
+    wait_for(lambda: again.ready, "replayed and live")
+    assert again.counters().replayed == n_entries and again.counters().applied == 0
+    assert rows_of(again) == rows_after  # the same batch cuts: bit for bit
     assert redis_client.xlen("ticks:dead") == len(BAD_ENTRIES)
     assert len(stream_predictions(redis_client.xrange("predictions"))) == len(everything)
-    assert engine.snapshot.predictions["AAA"].steps == 3
+    assert again.snapshot.predictions["AAA"].steps == 3
 
 
-def test_an_entry_deleted_while_pending_is_dead_lettered(start_engine: StartEngine,
-                                                        redis_client: redis.Redis) -> None:
-    """Entries a previous run read but never acknowledged come first; an XDELed one is
-    never applied."""
-    redis_client.xgroup_create("ticks", "tickstream", "0", mkstream=True)
+def test_an_entry_deleted_before_it_is_read_is_never_applied(
+        start_engine: StartEngine, redis_client: redis.Redis) -> None:
     ids = [redis_client.xadd("ticks", {"ticker": "AAA", "price": str(p)}) for p in (1, 2, 3)]
-    redis_client.xreadgroup("tickstream", "tickstream-1", {"ticks": ">"})
     redis_client.xdel("ticks", ids[1])
     engine = start_engine()
     wait_caught_up(engine, ids[-1])
-    # Redis 7's XAUTOCLAIM (run at restore) drops a deleted entry from the pending list;
-    # 6.2 hands it back without fields, and it is dead-lettered as `deleted`.
-    letters = [f for _, f in redis_client.xrange("ticks:dead")]
-    assert letters in ([], [{b"reason": b"deleted", b"source_id": ids[1]}])
+    assert redis_client.xlen("ticks:dead") == 0
     assert engine.snapshot.predictions["AAA"].steps == 2
     assert engine.snapshot.predictions["AAA"].last_price == 3.0
 
@@ -316,16 +336,16 @@ def test_rows_grow_with_existing_state_intact_up_to_max_tickers(
     wait_caught_up(engine, xadd_ticks(redis_client, parts[0])[-1])
     assert engine.capacity == 2 and set(engine.tickers()) == {"SYN0000", "SYN0001"}
     assert sorted(engine.tickers().values()) == [0, 1]
-    rows_before = redis_client.hmget(PREFIX + "state", "0", "1")
+    rows_before = rows_of(engine)
 
     wait_caught_up(engine, xadd_ticks(redis_client, parts[1])[-1])
     assert engine.capacity == 4 and engine.tickers()["SYN0002"] == 2
-    assert redis_client.hmget(PREFIX + "state", "0", "1") == rows_before  # bit-exact
+    rows_grown = rows_of(engine)
+    assert {t: rows_grown[t] for t in rows_before} == rows_before  # bit-exact
 
     wait_caught_up(engine, xadd_ticks(redis_client, parts[2])[-1])
     assert engine.capacity == 5 and len(engine.tickers()) == 5
-    idle_row = engine.tickers()["SYN0001"]  # no tick since phase 1
-    assert redis_client.hget(PREFIX + "state", str(idle_row)) == rows_before[idle_row]
+    assert rows_of(engine)["SYN0001"] == rows_before["SYN0001"]  # no tick since phase 1
 
     wait_caught_up(engine, xadd_ticks(redis_client, parts[3])[-1])
     assert engine.capacity == 5 == engine.max_tickers and "SYN0005" not in engine.tickers()
@@ -349,15 +369,16 @@ def test_reset_ticker_zeroes_exactly_one_row(start_engine: StartEngine,
     ticks = interleaved(3, 90, seed=8)
     engine = start_engine()
     wait_caught_up(engine, xadd_ticks(redis_client, ticks)[-1])
-    before = redis_client.hgetall(PREFIX + "state")
-    row = engine.tickers()["SYN0001"]
+    before = rows_of(engine)
 
     assert engine.reset_ticker("syn0001") is True  # case-folded like the stream's tickers
-    after = redis_client.hgetall(PREFIX + "state")
-    zero = after.pop(str(row).encode())
-    assert zero[HEADER.size :] == bytes(len(zero) - HEADER.size) and zero[:4] == b"TSRS"
-    assert zero != before.pop(str(row).encode()) and after == before
+    after = rows_of(engine)
+    zero = after.pop("SYN0001")
+    assert zero == bytes(len(zero)) and zero != before.pop("SYN0001") and after == before
     assert engine.reset_ticker("NOPE") is False and engine.reset_ticker("not valid!") is False
+    # the reset travelled through the log, where a replay meets it at the same place
+    (_, control), = redis_client.xrevrange("ticks", count=1)
+    assert control == {b"control": b"reset", b"ticker": b"SYN0001"}
 
     # the next tick starts from zero state, its features still against the last tick
     last = engine.snapshot.predictions["SYN0001"]
@@ -386,8 +407,7 @@ def test_idle_rows_are_recycled_only_when_enabled(start_engine: StartEngine,
     # CCC took idle AAA's row 0, then AAA (back, fresh) took idle BBB's row 1; BBB at 4200
     # finds both rows active within the last second
     assert engine.tickers() == {"CCC": 0, "AAA": 1}
-    assert {k.decode(): int(v) for k, v in redis_client.hgetall(PREFIX + "rows").items()} == {
-        "CCC": 0, "AAA": 1}
+    assert engine.capture().tickers == ["CCC", "AAA"]
     assert set(redis_client.hkeys(PREFIX + "predictions")) == {b"CCC", b"AAA"}
     assert engine.counters().dead_lettered == {"capacity": 1}
     fresh = TickTable(np.array(["CCC", "AAA"]), t0 + np.array([4000, 4100]),
@@ -414,7 +434,7 @@ def test_redis_outage_keeps_reads_and_ends_exact(start_engine: StartEngine, tmp_
         status = engine.status()
         assert status["connected"] is False and status["last_error"]
         assert status["last_ok_at"] == last_ok_at < time.time() - 0.3  # how stale reads are
-        with pytest.raises(TimeoutError):  # and dropped: the end state below has no reset
+        with pytest.raises(redis.ConnectionError):  # not in the stream: never applied
             engine.reset_ticker("SYN0001", timeout=0.3)
 
         server.start()
@@ -423,5 +443,5 @@ def test_redis_outage_keeps_reads_and_ends_exact(start_engine: StartEngine, tmp_
         wait_caught_up(engine, ids[-1])
         wait_for(lambda: engine.ready, "ready again")
         assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
-        assert len(stream_predictions(client.xrange("predictions"))) == len(ticks)
+        assert_each_tick_published_once(client, len(ticks))
         engine.stop()

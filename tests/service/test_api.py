@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.artifact import Artifact
-from service import checkpoint
 from service.app import create_app
 from service.config import Settings
 from service.embedded_redis import EmbeddedRedis
+from service.records import parse_id
 
 KEY = "test-key-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -69,7 +69,7 @@ def test_posted_ticks_become_predictions_with_steps_equal_to_count(client, artif
         r = c.post("/v1/ticks", json=ticks)
         assert r.status_code == 202, r.text
         ids = r.json()["ids"]
-        assert len(ids) == 4 and ids == sorted(ids, key=checkpoint.parse_id)
+        assert len(ids) == 4 and ids == sorted(ids, key=parse_id)
 
         wait_for(lambda: steps_of(c) == {"AAA": 3, "BBB": 1})
         body = c.get("/v1/predictions").json()
@@ -116,20 +116,19 @@ def test_tickers_lists_rows_capacity_and_max(client) -> None:
         assert body["max_tickers"] == 50 and body["snapshot_age_s"] >= 0
 
 
-def test_reset_zeroes_the_persisted_row_state(client, redis_client, artifact) -> None:
-    layout = checkpoint.Layout.from_settings(Settings(api_key=None))
-    n_floats = artifact.stepper(1).row_state_size
+def test_reset_zeroes_the_row_through_the_stream(client, redis_client) -> None:
     with client() as c:
         c.post("/v1/ticks", json=[{"ticker": "R", "price": p, "volume": 9} for p in (1, 2, 3)])
         wait_for(lambda: steps_of(c).get("R") == 3)
         row = c.get("/v1/tickers").json()["tickers"]["R"]
-        before = checkpoint.decode_row(redis_client.hget(layout.state, str(row)), n_floats)
-        assert np.any(before != 0)
+        engine = c.app.state.engine
+        assert np.any(engine.capture().rows[row] != 0)
 
         r = c.post("/v1/tickers/r/reset")
         assert r.status_code == 200 and r.json() == {"ticker": "R", "row": row, "reset": True}
-        after = checkpoint.decode_row(redis_client.hget(layout.state, str(row)), n_floats)
-        assert np.all(after == 0)
+        assert np.all(engine.capture().rows[row] == 0)
+        (_, control), = redis_client.xrevrange("ticks", count=1)
+        assert control == {b"control": b"reset", b"ticker": b"R"}
 
         unknown = c.post("/v1/tickers/NOPE/reset")
         assert unknown.status_code == 404 and "GET /v1/tickers" in unknown.json()["detail"]
@@ -206,6 +205,7 @@ def test_metrics_count_applied_ticks_and_dead_letters(client, redis_client) -> N
     assert r.headers["content-type"].startswith("text/plain")
     assert "tickstream_ticks_applied_total 2.0" in r.text
     assert "tickstream_snapshot_age_seconds " in r.text
+    assert "tickstream_state_snapshots_total" in r.text and "tickstream_replaying 0.0" in r.text
     assert 'tickstream_model_info{model_version="' in r.text
 
 

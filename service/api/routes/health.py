@@ -39,10 +39,13 @@ async def readyz(engine: EngineDep, redis: RedisDep, snapshot: SnapshotDep) -> J
     reasons = [r for r in [await _redis_problem(redis)] if r]
     if not state["connected"]:
         reasons.append(f"ingest loop cannot reach Redis: {state['last_error']}")
+    elif state["replaying"] is not None:
+        done, total = state["replaying"]["done"], state["replaying"]["total"]
+        of = "" if total is None else f" of {total}"
+        reasons.append(f"replaying {done}{of} entries since the snapshot")
     elif not state["ready"]:
         lag = "an unknown number of" if state["lag"] is None else state["lag"]
-        reasons.append(f"ingest loop catching up: {lag} entries not yet read, "
-                       f"{state['pending']} pending")
+        reasons.append(f"ingest loop catching up: {lag} entries not yet read")
     body: dict[str, Any] = {**state, "ready": not reasons, "reasons": reasons,
                             "snapshot_age_s": snapshot_age(snapshot)}
     code = status.HTTP_503_SERVICE_UNAVAILABLE if reasons else status.HTTP_200_OK

@@ -30,7 +30,8 @@ class Tickers(BaseModel):
 class Reset(BaseModel):
     ticker: str
     row: int
-    reset: bool = Field(description="the row's h and c were zeroed and checkpointed")
+    reset: bool = Field(description="the row's h and c were zeroed, by a control entry "
+                       "in the tick stream that the loop has applied")
 
 
 @router.get("", response_model=Tickers)
@@ -43,7 +44,7 @@ async def list_tickers(engine: EngineDep, snapshot: SnapshotDep) -> Tickers:
 
 @router.post("/{ticker}/reset", response_model=Reset, dependencies=[WriteAccess],
              responses={**UNAUTHORIZED, 404: problem("unknown ticker"),
-                        503: problem("the reset could not be committed in time")})
+                        503: problem("the reset is queued in the stream, not yet applied")})
 def reset_ticker(ticker: TickerPath, engine: EngineDep) -> Reset:
     """Zero one ticker's LSTM state (h and c); its steps and last tick are kept."""
     # A sync route (run in a thread): it waits for the ingest loop to commit the reset.
@@ -52,8 +53,9 @@ def reset_ticker(ticker: TickerPath, engine: EngineDep) -> Reset:
         done = row is not None and engine.reset_ticker(ticker)
     except TimeoutError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "the ingest loop could not commit the reset in time; "
-                            "GET /readyz says why (Redis unreachable?); retry") from None
+                            "the reset is in the tick stream but the ingest loop has not "
+                            "applied it in time; it will be applied once the loop gets there "
+                            "(GET /readyz says why it is behind)") from None
     if not done:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"unknown ticker {ticker!r}: GET /v1/tickers lists the known ones")

@@ -1,0 +1,115 @@
+"""The tick stream as a source: entries after a cursor, in stream order, a batch at a time.
+
+Progress is the engine's own cursor, not a consumer group: XREAD from the cursor costs
+Redis no per-entry bookkeeping (XREADGROUP logs an XCLAIM per delivered entry to the AOF,
+XACK another record; BENCHMARKS.md has the measurement). While the engine replays after a
+restore, reads are XRANGE up to the output cursor, so a replayed batch never straddles it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from service.entries import RawEntry
+from service.redis_io import Link, entries_of, packed
+from service.types import StreamId
+
+
+class TickReader:
+    """Reads `stream` after `after` on `link`; `send_ahead` lets a read overlap a step."""
+
+    def __init__(self, link: Link, stream: str, batch_count: int, block_ms: int) -> None:
+        self.link = link
+        self.stream = stream
+        self.batch_count = batch_count
+        self.block_ms = block_ms
+        self.after: StreamId = "0-0"  # the last entry handed out (reads resume after it)
+        self.replay_to: StreamId | None = None  # replaying: read up to this entry only
+        self.caught_up = False  # the last live read found the stream drained
+        self.ahead = False  # a read is on its way (its reply owed)
+
+    def start(self, after: StreamId | None, replay_to: StreamId | None) -> None:
+        self.after, self.replay_to = after or "0-0", replay_to
+        self.caught_up = self.ahead = False
+
+    def _command(self, block: bool, count: int | None = None) -> tuple:
+        n = count or self.batch_count
+        if self.replay_to is not None:
+            return ("XRANGE", self.stream, f"({self.after}", self.replay_to, "COUNT", n)
+        wait = ("BLOCK", self.block_ms) if block else ()
+        return ("XREAD", "COUNT", n, *wait, "STREAMS", self.stream, self.after)
+
+    def _entries(self, reply: Any) -> list[RawEntry]:
+        return (reply or []) if self.replay_to is not None else entries_of(reply)
+
+    def read(self) -> list[RawEntry]:
+        """The next batch (waiting up to block_ms for one when caught up)."""
+        if self.replay_to is not None or self.batch_count == 1:
+            return self._took(self._entries(self.link.call(self._command(block=True))))
+        # Redis answers a blocked XREAD at the first XADD that reaches the stream, also when
+        # it came with others in one write (a producer's pipelined burst): alone, the burst
+        # would make two batches (1 + the rest), each with its own read and fsynced commit.
+        # A non-blocking read sent right behind from the same cursor runs once the burst is
+        # in, before the same fsync: its reply holds the first one's entries and the rest.
+        self.link.send(packed(self._command(block=True), self._command(block=False)), 2)
+        first = entries_of(self.link.read())
+        second = entries_of(self.link.read())
+        return self._took(second if len(second) > len(first) else first)
+
+    def send_ahead(self) -> None:
+        """Ask for the batch after the last one read, without waiting for it."""
+        self.link.send(packed(self._command(block=False)), 1)
+        self.ahead = True
+
+    def take_ahead(self) -> list[RawEntry]:
+        self.ahead = False
+        return self._took(self._entries(self.link.read()))
+
+    def _took(self, entries: list[RawEntry]) -> list[RawEntry]:
+        if entries:
+            self.after = entries[-1][0].decode()
+        short = len(entries) < self.batch_count
+        if self.replay_to is not None:
+            if short or self.after == self.replay_to:
+                self.replay_to = None  # every entry up to the output cursor is read
+        else:
+            self.caught_up = short
+        return entries
+
+
+def stream_counts(client: redis.Redis, stream: str) -> tuple[int, int | None]:
+    """(length, entries ever added; None on Redis < 7) of `stream`, (0, 0) if missing."""
+    try:
+        info = client.xinfo_stream(stream)
+    except redis.ResponseError as e:
+        if "no such key" in str(e).lower():
+            return 0, 0
+        raise
+    return int(info["length"]), info.get("entries-added")
+
+
+def entries_read_at(client: redis.Redis, stream: str, cursor: StreamId | None) -> int | None:
+    """How many entries were ever added to `stream` up to `cursor` (None: everything
+    before the first entry still there). Walks the entries after the cursor once: for a
+    new state and a migration, never on the hot path."""
+    length, added = stream_counts(client, stream)
+    if added is None:
+        return None
+    if cursor is None:
+        return added - length
+    after, start = 0, f"({cursor}"
+    while True:
+        page = client.xrange(stream, start, "+", count=10_000)
+        after += len(page)
+        if len(page) < 10_000:
+            return added - after
+        start = f"({page[-1][0].decode()}"
+
+
+def last_id(client: redis.Redis, stream: str) -> StreamId | None:
+    try:
+        return client.xinfo_stream(stream)["last-generated-id"].decode()
+    except redis.ResponseError:
+        return None
