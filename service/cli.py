@@ -7,6 +7,7 @@ Heavy imports (TensorFlow, the app) happen inside the commands that need them, s
 from __future__ import annotations
 
 import inspect
+import logging
 import signal
 import threading
 import typing
@@ -184,6 +185,16 @@ def _start_feeder(settings: Settings, tickers: int, rate: float, stack: ExitStac
     stack.callback(stop.set)
 
 
+def _log_to_stderr() -> None:
+    """The service's own lines (restore, replay progress, snapshots, errors) on stderr,
+    beside uvicorn's."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logger = logging.getLogger("service")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _preflight(settings: Settings, artifact: Artifact) -> None:
     """Fail before uvicorn starts, with a message instead of a lifespan traceback, when
     Redis is unreachable or holds state another model wrote."""
@@ -226,6 +237,7 @@ def serve(
     No model dir: use DATA_DIR/model, training a small synthetic model there the first time.
     """
     settings = load_settings(**flags)
+    _log_to_stderr()
 
     import uvicorn
 

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST_S = 0.05
 BACKOFF_CAP_S = 2.0
 LAG_POLL_S = 1.0  # XINFO STREAM at most this often
+REPLAY_LOG_S = 2.0  # a "replaying n of m entries" line at most this often
 RESET_TIMEOUT_S = 5.0
 
 
@@ -79,6 +80,11 @@ class Replay:
 
     done: int = 0
     total: int | None = None
+    logged_at: float = field(default_factory=time.monotonic)
+
+    def __str__(self) -> str:
+        return f"replaying {self.done}" + ("" if self.total is None else f" of {self.total}") \
+            + " entries since the snapshot"
 
 
 @dataclass
@@ -212,7 +218,8 @@ class Engine:
             "connected": self._connected, "ready": self.ready, "last_ok_at": self._last_ok_at,
             "last_error": self._last_error, "lag": c.lag,
             "replaying": None if replay is None else {"done": replay.done,
-                                                      "total": replay.total},
+                                                      "total": replay.total,
+                                                      "says": str(replay)},
             "batches": c.batches, "applied": c.applied, "replayed": c.replayed,
             "dead_lettered": c.dead_lettered, "errors": c.errors,
             "gap_entries": c.gap_entries,
@@ -425,8 +432,8 @@ class Engine:
     def _settle(self) -> None:
         """Nothing left in flight: the last commit confirmed, the read ahead taken."""
         self._confirm()
-        if self._reader.ahead:
-            self._in_hand = self._reader.take_ahead()
+        if self._reader.ahead:  # it reads on from the batch in hand: keep both, in order
+            self._in_hand = self._in_hand + self._reader.take_ahead()
 
     def _drop_pipeline(self) -> None:
         """Forget everything sent and read ahead: the next restore starts from Redis."""
@@ -500,8 +507,12 @@ class Engine:
             for d in p.outputs.dead:
                 c.dead_lettered[d.reason] = c.dead_lettered.get(d.reason, 0) + 1
             self._output_cursor = p.cursor
-        if self._replay is not None:
-            self._replay.done += p.entries
+        replay = self._replay
+        if replay is not None:
+            replay.done += p.entries
+            if time.monotonic() - replay.logged_at >= REPLAY_LOG_S:
+                replay.logged_at = time.monotonic()
+                log.info("ingest: %s", replay)
         if p.tickers_changed:
             self._publish_registry()
         c.step_seconds += p.step_seconds

@@ -70,6 +70,19 @@ class ServiceProcess:
         logs = sorted(self.workdir.glob("serve-*.log"))
         return logs[-1].read_text(errors="replace")[-3000:] if logs else ""
 
+    def wait_ready(self, timeout: float = 120) -> dict:
+        """/readyz's body once it answers 200 (restored, replayed, caught up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                r = self.http.get("/readyz")
+                if r.status_code == 200:
+                    return r.json()
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"not ready after {timeout}s: {self.log_tail()}")
+
     def wait_applied(self, expected_steps: int, timeout: float = 180) -> dict:
         """Wait until the served predictions account for `expected_steps` ticks."""
         deadline = time.monotonic() + timeout

@@ -40,9 +40,7 @@ async def readyz(engine: EngineDep, redis: RedisDep, snapshot: SnapshotDep) -> J
     if not state["connected"]:
         reasons.append(f"ingest loop cannot reach Redis: {state['last_error']}")
     elif state["replaying"] is not None:
-        done, total = state["replaying"]["done"], state["replaying"]["total"]
-        of = "" if total is None else f" of {total}"
-        reasons.append(f"replaying {done}{of} entries since the snapshot")
+        reasons.append(state["replaying"]["says"])
     elif not state["ready"]:
         lag = "an unknown number of" if state["lag"] is None else state["lag"]
         reasons.append(f"ingest loop catching up: {lag} entries not yet read")
