@@ -5,7 +5,8 @@ stream, which a restart replays. What a batch must write exactly once are its ou
 its `predictions` stream entry, the latest-prediction records of the tickers it moved,
 its dead letters, and the output cursor (the last entry whose outputs are written). One
 Lua call writes them all or nothing, and only while this engine holds the lease: the
-check runs inside Redis, in the same atomic step (DESIGN.md invariant 8).
+check runs inside Redis, in the same atomic step (DESIGN.md invariant 8), and renews the
+lease: an engine that commits never needs a renewal of its own.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ LEASE_LOST = "LEASELOST"  # the error a fenced script answers when the lease is 
 
 # KEYS: owner, output_cursor, predictions hash, predictions stream, dead stream
 # ARGV: token, cursor, predictions maxlen, dead maxlen, #latest pairs, #evicted,
-#       #published entries, #dead letters, then the latest (ticker, record) pairs, the
-#       evicted tickers, and each entry as (#fields, field, value, ...)
+#       #published entries, #dead letters, lease TTL (ms), then the latest (ticker, record)
+#       pairs, the evicted tickers, and each entry as (#fields, field, value, ...)
 COMMIT_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('LEASELOST ' .. KEYS[1] .. ' is held by another engine')
 end
-local i = 9
+redis.call('PEXPIRE', KEYS[1], ARGV[9])  -- a busy engine renews its lease as it commits
+local i = 10
 local function sliced(cmd, key, n)  -- unpack() is bounded by Lua's stack: 4000 at a time
   local j = 0
   while j < n do
@@ -105,7 +107,7 @@ def _arg(value: str | bytes | int) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def commit_command(layout: Layout, sha: str, token: bytes, o: Outputs) -> bytes:
+def commit_command(layout: Layout, sha: str, token: bytes, ttl_ms: int, o: Outputs) -> bytes:
     """The EVALSHA of COMMIT_LUA for `o`, packed (a batch's records are thousands of args)."""
     latest = {p.ticker: p for p in o.latest}  # one record per ticker: its last
     tickers = [t.encode() for t in latest]
@@ -121,6 +123,6 @@ def commit_command(layout: Layout, sha: str, token: bytes, o: Outputs) -> bytes:
             layout.dead_stream]
     head = [token, _arg(o.cursor or "0-0"), _arg(layout.predictions_maxlen or 1),
             _arg(layout.dead_maxlen), _arg(len(tickers)), _arg(len(o.evicted)),
-            _arg(len(published)), _arg(len(o.dead))]
+            _arg(len(published)), _arg(len(o.dead)), _arg(ttl_ms)]
     return bulk_command(b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(_arg, keys), *head,
                         *pairs, *(t.encode() for t in o.evicted), *entries)

@@ -130,7 +130,7 @@ class EmbeddedRedis:
         _stop_stale_server(self.data_dir / PID_NAME)
         # The server logs to stdout, which is the log file: startup errors land there too.
         # Its own session: a Ctrl-C meant for the service must not kill Redis under it
-        # before the last checkpoint; the service stops it.
+        # before its last commit and snapshot; the service stops it.
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -191,8 +191,8 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--pidfile", str(self.data_dir / PID_NAME),
             # Hashes of up to 512 small fields stay listpacks by default, where HSET scans
-            # the whole list per field: ~3 us a field for the checkpoint's last-tick and
-            # predictions hashes at 500 tickers, against ~0.1 us in a hash table.
+            # the whole list per field: ~3 us a field for the latest-predictions hash at
+            # 500 tickers, against ~0.1 us in a hash table.
             "--hash-max-ziplist-entries", str(HASH_MAX_LISTPACK_ENTRIES),
         ]  # fmt: skip
 

@@ -98,6 +98,7 @@ class _Prepared:
     tickers_changed: bool
     step_seconds: float = 0.0
     started: float = 0.0  # perf_counter() when its preparation began
+    sent_at: float = 0.0  # time.monotonic() when its commit went out (it renews the lease)
 
 
 class Engine:
@@ -215,7 +216,8 @@ class Engine:
         c = self.counters()
         replay = self._replay
         return {
-            "connected": self._connected, "ready": self.ready, "last_ok_at": self._last_ok_at,
+            "connected": self._connected, "ready": self.ready, "standby": self._standby,
+            "last_ok_at": self._last_ok_at,
             "last_error": self._last_error, "lag": c.lag,
             "replaying": None if replay is None else {"done": replay.done,
                                                       "total": replay.total,
@@ -275,7 +277,8 @@ class Engine:
                 if stale:
                     self._restore()
                     stale = False
-                self._lease.renew_if_due()
+                if self._in_flight is None:  # else the commit in flight renews it
+                    self._lease.renew_if_due()
                 self._cycle()
                 self._maybe_snapshot()
                 self._serve_captures()
@@ -371,7 +374,7 @@ class Engine:
     def _check_gap(self, state: RowState) -> int | None:
         """Entries after the snapshot's cursor still to replay; refuses to go on if some
         were trimmed away unread (unless ACCEPT_GAP). None: Redis < 7 cannot count them."""
-        length, added = stream_counts(self._client, self.settings.stream)
+        length, added, _ = stream_counts(self._client, self.settings.stream)
         if added is None or state.entries_read is None:
             return None
         gone = (added - length) - state.entries_read
@@ -405,6 +408,7 @@ class Engine:
             if prepared.packed is None:
                 self._committed(prepared)
             else:
+                prepared.sent_at = time.monotonic()
                 self._link.send(prepared.packed, 1)
                 self._in_flight = prepared
         last_read = entries
@@ -427,6 +431,7 @@ class Engine:
                 raise_if_lease_lost(e)
                 raise
             self._counters.commit_seconds += time.perf_counter() - t0
+            self._lease.renewed_at = max(self._lease.renewed_at, prepared.sent_at)
             self._committed(prepared)
 
     def _settle(self) -> None:
@@ -459,8 +464,8 @@ class Engine:
         if state.entries_read is not None:
             state.entries_read += len(entries)
         self._since_snapshot += len(entries)
-        packed = None if replayed else commit_command(self._layout, self._commit_sha,
-                                                      self._lease.token, outputs)
+        packed = None if replayed else commit_command(
+            self._layout, self._commit_sha, self._lease.token, self._lease.ttl_ms, outputs)
         return _Prepared(outputs, cursor, packed, len(entries),
                          tickers_changed=(len(state.registry) != registry_size
                                           or bool(outputs.evicted)),
@@ -575,16 +580,24 @@ class Engine:
                 done.set_result(self._state.capture(self.model_version))
 
     def _poll_lag(self) -> None:
+        """Lag = entries added to the stream and not yet read. Caught up at the stream's
+        last entry, the count of entries read is set to Redis's own: entries deleted
+        before the engine read them would otherwise count as unread for ever."""
         if self._reader.caught_up:
             self._counters.lag = 0  # the last read took everything there was
-            return
         now = time.monotonic()
         if now - self._lag_polled_at < LAG_POLL_S:
             return
         self._lag_polled_at = now
-        _, added = stream_counts(self._client, self.settings.stream)
-        read = self._state.entries_read
-        self._counters.lag = None if added is None or read is None else max(0, added - read)
+        state = self._state
+        _, added, last = stream_counts(self._client, self.settings.stream)
+        if added is None or state.entries_read is None:
+            self._counters.lag = 0 if self._reader.caught_up else None
+        elif last is not None and last == state.cursor_id:
+            state.entries_read = added
+            self._counters.lag = 0
+        else:
+            self._counters.lag = max(0, added - state.entries_read)
 
     def _new_registry(self, rows: dict[str, Row]) -> Registry:
         s = self.settings

@@ -1,11 +1,12 @@
-"""One writer per model: a lease in Redis that every checkpoint is fenced by.
+"""One writer per model: a lease in Redis that every commit and snapshot is fenced by.
 
-Two engines on one model (a rolling deploy, a second `serve` by mistake) would split the
-stream between them and both write rows: ticks skipped and doubled. So an engine only
-reads and commits while it holds `tickstream:{name}:owner`; every commit WATCHes that key,
-checks it is still ours and renews it in the same MULTI/EXEC. A second engine stands by
-until the lease is released or expires. A lease left by a process of this host that is
-gone (SIGKILL, then restart) is taken over at once instead of after its TTL.
+Two engines on one model (a rolling deploy, a second `serve` by mistake) would both write
+outputs: predictions doubled. So an engine only reads and writes while it holds
+`tickstream:{name}:owner`; every per-batch commit and snapshot switch is a Lua script that
+checks the key is still ours inside Redis (service/commit.py, service/snapshots.py), and
+the commit renews it. An idle engine renews it here (a WATCHed MULTI/EXEC) every third of
+its TTL. A second engine stands by until the lease is released or expires. A lease left
+by a process of this host that is gone (SIGKILL, then restart) is taken over at once.
 """
 
 from __future__ import annotations

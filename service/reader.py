@@ -79,22 +79,25 @@ class TickReader:
         return entries
 
 
-def stream_counts(client: redis.Redis, stream: str) -> tuple[int, int | None]:
-    """(length, entries ever added; None on Redis < 7) of `stream`, (0, 0) if missing."""
+def stream_counts(client: redis.Redis, stream: str
+                  ) -> tuple[int, int | None, StreamId | None]:
+    """(length, entries ever added (None on Redis < 7), last ID) of `stream`; (0, 0, None)
+    if it does not exist."""
     try:
         info = client.xinfo_stream(stream)
     except redis.ResponseError as e:
         if "no such key" in str(e).lower():
-            return 0, 0
+            return 0, 0, None
         raise
-    return int(info["length"]), info.get("entries-added")
+    last = info["last-generated-id"]
+    return int(info["length"]), info.get("entries-added"), last.decode() if last else None
 
 
 def entries_read_at(client: redis.Redis, stream: str, cursor: StreamId | None) -> int | None:
     """How many entries were ever added to `stream` up to `cursor` (None: everything
     before the first entry still there). Walks the entries after the cursor once: for a
     new state and a migration, never on the hot path."""
-    length, added = stream_counts(client, stream)
+    length, added, _ = stream_counts(client, stream)
     if added is None:
         return None
     if cursor is None:
@@ -109,7 +112,4 @@ def entries_read_at(client: redis.Redis, stream: str, cursor: StreamId | None) -
 
 
 def last_id(client: redis.Redis, stream: str) -> StreamId | None:
-    try:
-        return client.xinfo_stream(stream)["last-generated-id"].decode()
-    except redis.ResponseError:
-        return None
+    return stream_counts(client, stream)[2]

@@ -54,9 +54,10 @@ def test_one_call_writes_every_output_and_the_cursor(redis_client: redis.Redis,
     redis_client.hset(lay.predictions, "GONE", b"old")
     sha = redis_client.script_load(COMMIT_LUA)
     # thousands of records: more arguments than Lua's unpack() takes at once
-    assert send(redis_client, commit_command(lay, sha, lease.token, outputs(5000))) == 1
+    assert send(redis_client, commit_command(lay, sha, lease.token, 60_000, outputs(5000))) == 1
 
     assert redis_client.get(lay.output_cursor) == b"9-0"
+    assert redis_client.pttl(lay.owner) > 10_000  # renewed to 60 s by the commit
     stored = redis_client.hgetall(lay.predictions)
     assert len(stored) == 5000 and b"GONE" not in stored
     assert decode_prediction("T7", stored[b"T7"], "v1") == prediction("T7", 8)
@@ -73,7 +74,7 @@ def test_a_commit_without_the_lease_writes_nothing(redis_client: redis.Redis,
     sha = redis_client.script_load(COMMIT_LUA)
     redis_client.set(lay.owner, b"another-engine")  # it took over while we were paused
     with pytest.raises(redis.ResponseError, match=r"^LEASELOST"):
-        send(redis_client, commit_command(lay, sha, lease.token, outputs()))
+        send(redis_client, commit_command(lay, sha, lease.token, 60_000, outputs()))
     assert redis_client.keys("*") == [lay.owner.encode()]
 
 
