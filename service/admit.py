@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,7 +50,8 @@ def admit(entries: Sequence[RawEntry], parsed: Parsed | None, state: RowState,
         keep, rows = _admit_in_order(state, ticks, b)
         ticks = _take(ticks, keep)
     b.ticks, b.rows = ticks, np.array(rows, np.intp)
-    b.ids = [entries[i][0] for i in ticks.index]
+    b.ids = (list(map(itemgetter(0), entries)) if len(ticks.index) == len(entries)
+             else [entries[i][0] for i in ticks.index])
     return b
 
 
