@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 TICKER_PATTERN = re.compile(r"[A-Z0-9._-]{1,16}")
+# A ticker as an HTTP client may write it: any case, nothing around it (the stream's
+# rules also strip whitespace); the OpenAPI schema states this pattern.
+TICKER_INPUT = r"^[A-Za-z0-9._-]{1,16}$"
 MAX_FIELD_CHARS = 64  # a price or ts longer than this is garbage, not a number
 # Bounds that keep every feature finite: ln(MAX_PRICE / MIN_PRICE) is ~48, not inf.
 MIN_PRICE = 1e-9

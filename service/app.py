@@ -14,13 +14,17 @@ from fastapi.responses import JSONResponse
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from models.artifact import Artifact, load_artifact
+from service.api.guards import BodyLimit, ReadKey
+from service.api.openapi import truthful_openapi
 from service.api.routes import health, predictions, tickers, ticks
 from service.config import Settings
 from service.ingest import Engine
 from service.metrics import registry_for
+from service.redis_io import write_refusal
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,15 @@ def create_app(
     app.router.routes.extend(predictions.router.routes)
     for module in (ticks, tickers, health):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.read_api_key is not None:
+        keys = [k.get_secret_value() for k in (settings.read_api_key, settings.api_key) if k]
+        app.add_middleware(ReadKey, keys=keys)
+    app.openapi = lambda: truthful_openapi(app, settings)  # type: ignore[method-assign]
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(RedisConnectionError, _redis_unreachable)
     app.add_exception_handler(RedisTimeoutError, _redis_unreachable)
+    app.add_exception_handler(ResponseError, _redis_refused)
     app.add_exception_handler(Exception, _internal_error)
     return app
 
@@ -97,6 +107,18 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 async def _redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": f"Redis is unreachable ({exc}); nothing was written. Retry once "
+                   "GET /readyz answers 200"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+async def _redis_refused(request: Request, exc: Exception) -> JSONResponse:
+    """Redis answered with an error: 503 when it refuses writes (maxmemory, failed AOF)."""
+    refusal = write_refusal(exc)
+    if refusal is None:
+        return await _internal_error(request, exc)
+    return JSONResponse(
+        {"detail": f"Redis refuses writes ({refusal}); nothing was written. Retry once "
                    "GET /readyz answers 200"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
     )

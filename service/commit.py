@@ -34,6 +34,10 @@ COMMIT_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('LEASELOST ' .. KEYS[1] .. ' is held by another engine')
 end
+-- The first write may be refused (maxmemory reached: Redis decides at the script's start
+-- and refuses its first memory-growing command); it comes before every other write, so a
+-- refused commit writes nothing.
+redis.call('SET', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[9])  -- a busy engine renews its lease as it commits
 local i = 10
 local function sliced(cmd, key, n)  -- unpack() is bounded by Lua's stack: 4000 at a time
@@ -57,7 +61,6 @@ for _ = 1, tonumber(ARGV[8]) do
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, i + 1, i + n))
   i = i + 1 + n
 end
-redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 

@@ -60,14 +60,18 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="if set, write routes need Bearer auth")
+    read_api_key: SecretStr | None = Field(
+        None, description="if set, GET /v1/... need Bearer auth with it (or API_KEY)")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=1 << 30,
+                                description="larger request bodies are refused with 413")
     access_log: bool = Field(False, description="a log line per HTTP request (costs each GET "
                              "~10-20% more event-loop time)")
 
-    @field_validator("api_key")
+    @field_validator("api_key", "read_api_key")
     @classmethod
     def _key_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value().strip()) < 8:
-            raise ValueError("TICKSTREAM_API_KEY must be at least 8 characters when set")
+            raise ValueError("an API key must be at least 8 characters when set")
         return v
 
     @property

@@ -42,7 +42,7 @@ from service.lease import Lease, LeaseLost
 from service.migrate import drop_legacy, has_legacy_state, load_legacy
 from service.reader import TickReader, entries_read_at, last_id, stream_counts
 from service.records import StateError, decode_prediction, parse_id
-from service.redis_io import Link, connect
+from service.redis_io import Link, connect, write_refusal
 from service.registry import Registry
 from service.snapshot import Snapshot
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
@@ -70,6 +70,7 @@ class Counters:
     commit_seconds: float = 0.0
     last_batch_seconds: float = 0.0
     errors: int = 0  # failed iterations (each followed by a reload)
+    write_refusals: int = 0  # of those, Redis refused a write (OOM, MISCONF, ...)
     lag: int | None = None  # stream entries after the cursor
     gap_entries: int = 0  # entries trimmed before the engine read them (ACCEPT_GAP)
 
@@ -139,6 +140,7 @@ class Engine:
         self._connected = False
         self._replay: Replay | None = None
         self._last_error: str | None = None
+        self._refusing: str | None = None  # why Redis refuses the loop's writes, if it does
         self._last_ok_at: float | None = None  # time.time() of the last good iteration
         self._counters = Counters()
         self._applied_to = NO_CURSOR  # committed (or replayed) up to this entry
@@ -196,7 +198,8 @@ class Engine:
     @property
     def ready(self) -> bool:
         """Redis reachable, replay done and caught up (the last read drained the stream)."""
-        return self._connected and self._replay is None and self._reader.caught_up
+        return (self._connected and self._refusing is None and self._replay is None
+                and self._reader.caught_up)
 
     def counters(self) -> Counters:
         """A copy, consistent enough for metrics (each field is one atomic read)."""
@@ -217,6 +220,7 @@ class Engine:
         replay = self._replay
         return {
             "connected": self._connected, "ready": self.ready, "standby": self._standby,
+            "refusing_writes": self._refusing,
             "last_ok_at": self._last_ok_at,
             "last_error": self._last_error, "lag": c.lag,
             "replaying": None if replay is None else {"done": replay.done,
@@ -291,9 +295,12 @@ class Engine:
                 self._enter_standby()
             except Exception as e:  # the loop must outlive anything; Redis has the truth
                 self._drop_pipeline()
-                self._connected = not isinstance(e, redis.RedisError)
+                refused = write_refusal(e)  # up, but not writing: it has all we wrote
+                self._connected = bool(refused) or not isinstance(e, redis.RedisError)
+                self._refusing = f"Redis refuses writes: {refused}" if refused else None
                 self._last_error = f"{type(e).__name__}: {e}"
                 self._counters.errors += 1
+                self._counters.write_refusals += bool(refused)
                 log.warning("ingest: %s; reloading from Redis in %.2fs", self._last_error,
                             backoff, exc_info=not isinstance(e, redis.ConnectionError))
                 stale = True
@@ -416,9 +423,12 @@ class Engine:
             self._in_hand = last_read = reader.take_ahead()
         if len(last_read) == self.settings.batch_count:
             reader.send_ahead()
-        if self._replay is not None and reader.caught_up and self._in_flight is None:
-            log.info("ingest: replayed %d entries; live", self._replay.done)
-            self._replay = None
+        if reader.caught_up and self._in_flight is None and not self._in_hand:
+            if self._replay is not None:
+                log.info("ingest: replayed %d entries; live", self._replay.done)
+                self._replay = None
+            # everything read is published and the stream had nothing more: current
+            self._snapshot = replace(self._snapshot, fresh_at=time.time())
 
     def _confirm(self) -> None:
         """Wait for the commit in flight; once Redis has it, publish it."""
@@ -432,6 +442,7 @@ class Engine:
                 raise
             self._counters.commit_seconds += time.perf_counter() - t0
             self._lease.renewed_at = max(self._lease.renewed_at, prepared.sent_at)
+            self._refusing = None  # Redis took a write
             self._committed(prepared)
 
     def _settle(self) -> None:
@@ -550,7 +561,10 @@ class Engine:
     def _maybe_snapshot(self) -> None:
         """Hand a copy of the state to the snapshot writer when one is due."""
         writer = self._snapshots
+        written = writer.written
         writer.collect()  # a LeaseLost from the last write stops the loop here
+        if writer.written > written:
+            self._refusing = None  # Redis took a write
         if writer.busy:
             return
         due = (time.monotonic() >= self._snapshot_due

@@ -42,6 +42,9 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("tickstream_loop_errors",
                                   "failed loop iterations, each followed by a reload",
                                   value=c.errors)
+        yield CounterMetricFamily("tickstream_write_refusals",
+                                  "loop iterations whose writes Redis refused (OOM, MISCONF)",
+                                  value=c.write_refusals)
         yield CounterMetricFamily("tickstream_step_seconds", "time spent stepping the LSTM",
                                   value=c.step_seconds)
         yield CounterMetricFamily("tickstream_commit_seconds",
@@ -75,8 +78,9 @@ class EngineCollector(Collector):
                                     "time to write and switch the last snapshot",
                                     value=snap["seconds"])
         yield GaugeMetricFamily("tickstream_snapshot_age_seconds",
-                                "seconds since predictions were last published",
-                                value=max(0.0, time.time() - e.snapshot.published_at))
+                                "seconds since the loop last confirmed the served "
+                                "predictions were current",
+                                value=max(0.0, time.time() - e.snapshot.fresh_at))
         yield GaugeMetricFamily("tickstream_tickers", "tickers with a row",
                                 value=len(e.tickers()))
         yield GaugeMetricFamily("tickstream_capacity_rows", "batch rows of the model",

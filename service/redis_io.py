@@ -32,6 +32,22 @@ def connect(redis_url: str, block_ms: int) -> redis.Redis:
     )
 
 
+# Error replies of a Redis that is up but refuses writes: maxmemory reached (noeviction),
+# a failed AOF/RDB write, a read-only replica. Nothing of the refused command was applied.
+WRITE_REFUSALS = ("OOM", "MISCONF", "READONLY", "NOREPLICAS")
+
+
+def write_refusal(error: BaseException) -> str | None:
+    """The error as Redis said it ("OOM command not allowed ...") if it refuses writes.
+
+    redis-py strips the code off the errors it has a class for (OOM, READONLY)."""
+    if not isinstance(error, redis.ResponseError):
+        return None
+    code = getattr(error, "status_code", None)
+    text = f"{code} {error}" if code else str(error)
+    return text if text.startswith(WRITE_REFUSALS) else None
+
+
 def entries_of(reply: Any) -> list[RawEntry]:
     """A one-stream XREAD reply (RESP2 list or RESP3 map) -> its entries."""
     if not reply:

@@ -56,14 +56,19 @@ class Prediction(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """All latest predictions as of `stream_id` (the last committed entry), and when."""
+    """All latest predictions as of `stream_id` (the last committed entry), and how fresh.
+
+    `fresh_at` is when the loop last confirmed these were current: when they were
+    published, or since then when a read found nothing new. A quiet, healthy stream stays
+    fresh; a stuck loop (or Redis down) makes it age.
+    """
 
     predictions: Mapping[str, Prediction]
-    published_at: float  # time.time() at publication
+    fresh_at: float  # time.time()
     stream_id: StreamId | None  # None until the first entry is committed
 
     @classmethod
-    def of(cls, predictions: dict[str, Prediction], published_at: float,
+    def of(cls, predictions: dict[str, Prediction], fresh_at: float,
            stream_id: StreamId | None) -> Snapshot:
         """Wrap a dict the caller hands over (and must not touch again) read-only."""
-        return cls(MappingProxyType(predictions), published_at, stream_id)
+        return cls(MappingProxyType(predictions), fresh_at, stream_id)

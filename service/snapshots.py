@@ -53,8 +53,9 @@ local current = redis.call('HGET', KEYS[2], 'generation') or ''
 if current ~= ARGV[9] then
   return redis.error_reply('snapshot pointer moved to ' .. current .. ' meanwhile')
 end
-redis.call('PERSIST', KEYS[3])
+-- first a write Redis may refuse (maxmemory): refused, the switch writes nothing
 redis.call('HSET', KEYS[2], 'generation', ARGV[2], 'cursor', ARGV[3], 'entries_read', ARGV[4])
+redis.call('PERSIST', KEYS[3])
 redis.call('SET', KEYS[5], ARGV[5])
 if current ~= '' and current ~= ARGV[2] then redis.call('UNLINK', KEYS[4]) end
 local moved

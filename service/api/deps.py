@@ -6,16 +6,17 @@ FastAPI hop to a worker thread for each (measured: about half of a GET's time).
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from models.ticks import InvalidTick, normalize_ticker
+from models.ticks import TICKER_INPUT
 from service.config import Settings
 from service.ingest import Engine
 from service.snapshot import Snapshot
@@ -36,6 +37,12 @@ def problem(description: str) -> dict[str, object]:
 PROBLEMS: dict[int | str, dict[str, object]] = {
     422: problem("invalid input; `detail` says what and where"),
 }
+READ_PROBLEMS: dict[int | str, dict[str, object]] = {
+    **PROBLEMS, 401: problem("missing or wrong API key (only when READ_API_KEY is set)"),
+}
+TOO_LARGE: dict[int | str, dict[str, object]] = {
+    413: problem("request body larger than MAX_BODY_BYTES"),
+}
 
 
 async def get_settings(request: Request) -> Settings:
@@ -55,22 +62,32 @@ async def get_redis(request: Request) -> aioredis.Redis:
     return request.app.state.redis
 
 
+_TICKER_INPUT = re.compile(TICKER_INPUT.replace("$", r"\Z"))  # no trailing newline
+
+
 def parse_ticker(ticker: str) -> str:
-    """A ticker as the stream stores it (case-folded), or 422 saying what is wrong."""
-    try:
-        return normalize_ticker(ticker)
-    except InvalidTick as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, e.detail) from None
+    """A ticker as the stream stores it (case-folded), or 422 saying what is wrong: exactly
+    the OpenAPI pattern TICKER_INPUT."""
+    if not _TICKER_INPUT.match(ticker):
+        shown = ticker if len(ticker) <= 20 else ticker[:20] + "…"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"ticker {shown!r} must be 1-16 chars of A-Z a-z 0-9 . _ -")
+    return ticker.upper()
 
 
-async def ticker_path(ticker: str) -> str:
+async def ticker_path(
+        ticker: Annotated[str, Path(pattern=TICKER_INPUT, description="any case")]) -> str:
     """`parse_ticker` as a path dependency; async, so it runs on the event loop."""
     return parse_ticker(ticker)
 
 
+AGE = "seconds since the service last confirmed these predictions were current"
+
+
 def snapshot_age(snapshot: Snapshot) -> float:
-    """Seconds since `snapshot` was published: how stale every read answer is."""
-    return round(max(0.0, time.time() - snapshot.published_at), 3)
+    """Seconds since the loop last confirmed `snapshot` was current: how stale a read may
+    be. Near 0 on a healthy stream, busy or quiet; it grows when the loop is stuck."""
+    return round(max(0.0, time.time() - snapshot.fresh_at), 3)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

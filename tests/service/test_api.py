@@ -141,13 +141,17 @@ def test_reset_zeroes_the_row_through_the_stream(client, redis_client) -> None:
     ('{"ticker": "AAA"}', "body[0].price", "Field required"),
     ('{"ticker": "AAA", "price": NaN}', "body[0].price", "finite"),
     ('{"ticker": "AAA", "price": Infinity}', "body[0].price", "finite"),
-    ('{"ticker": "AAA", "price": -3}', "body[0].price", "> 0"),
-    ('{"ticker": "AAA", "price": 0}', "body[0].price", "> 0"),
+    ('{"ticker": "AAA", "price": -3}', "body[0].price", "greater than or equal to 0.000000001"),
+    ('{"ticker": "AAA", "price": 0}', "body[0].price", "greater than or equal to 0.000000001"),
+    ('{"ticker": "AAA", "price": 2e12}', "body[0].price", "less than or equal to 1000000000000"),
     ('{"ticker": "AAA", "price": "12"}', "body[0].price", "valid number"),
-    ('{"ticker": "AAA", "price": 1, "volume": -1}', "body[0].volume", ">= 0"),
-    ('{"ticker": "AAA", "price": 1, "ts": 1.5}', "body[0].ts", "whole epoch milliseconds"),
-    ('{"ticker": "' + "A" * 2048 + '", "price": 1}', "body[0].ticker", "1-16 chars"),
-    ('[{"ticker": "OK", "price": 1}, {"ticker": "BAD", "price": -1}]', "body[1].price", "> 0"),
+    ('{"ticker": "AAA", "price": 1, "volume": -1}', "body[0].volume", "greater than or equal"),
+    ('{"ticker": "AAA", "price": 1, "ts": 1.5}', "body[0].ts", "valid integer"),
+    ('{"ticker": "AAA", "price": 1, "ts": -1}', "body[0].ts", "greater than or equal to 0"),
+    ('{"ticker": "' + "A" * 2048 + '", "price": 1}', "body[0].ticker", "should match pattern"),
+    ('{"ticker": " AAA", "price": 1}', "body[0].ticker", "should match pattern"),
+    ('[{"ticker": "OK", "price": 1}, {"ticker": "BAD", "price": -1}]', "body[1].price",
+     "greater than or equal"),
     ("[]", "body", "at least 1"),
     ('{"ticker": ', "body", "invalid JSON"),
 ])
@@ -179,6 +183,36 @@ def test_writes_need_the_key_reads_stay_open(client) -> None:
         assert c.post("/v1/tickers/AUTH/reset", headers=AUTH).status_code == 200
         for path in ("/v1/predictions", "/v1/tickers", "/healthz", "/readyz", "/metrics"):
             assert c.get(path).status_code == 200, path
+
+
+def test_reads_can_need_a_key_too(client) -> None:
+    with client(api_key=KEY, read_api_key="read-key-456") as c:
+        for path in ("/v1/predictions", "/v1/predictions/X", "/v1/tickers"):
+            r = c.get(path)
+            assert r.status_code == 401 and "READ_API_KEY" in r.json()["detail"], path
+            assert c.get(path, headers={"Authorization": "Bearer wrong-key-0"}).status_code == 401
+            ok = {200, 404}
+            assert c.get(path, headers={"Authorization": "Bearer read-key-456"}).status_code in ok
+            assert c.get(path, headers=AUTH).status_code in ok  # the write key reads too
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+            assert c.get(path).status_code in (200, 503), path
+        schema = c.get("/openapi.json").json()
+        assert schema["paths"]["/v1/tickers"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_without_a_key_the_schema_asks_for_none(client) -> None:
+    with client() as c:
+        schema = c.get("/openapi.json").json()
+    assert "security" not in schema["paths"]["/v1/ticks"]["post"]
+
+
+def test_a_quiet_healthy_stream_stays_fresh(client) -> None:
+    with client() as c:
+        c.post("/v1/ticks", json={"ticker": "Q", "price": 1.0})
+        wait_for(lambda: c.get("/readyz").status_code == 200)
+        time.sleep(1.5)  # nothing arrives: the loop still confirms it is current
+        assert c.get("/v1/predictions/Q").json()["snapshot_age_s"] < 0.5
+        assert c.get("/readyz").json()["snapshot_age_s"] < 0.5
 
 
 # ---- health and metrics
@@ -226,6 +260,9 @@ def test_redis_down_reads_keep_answering_readyz_goes_503_and_back(
             assert down["ready"] is False and any("Redis" in m for m in down["reasons"])
             read = c.get("/v1/predictions/UP")  # from the last snapshot, with its age
             assert read.status_code == 200 and read.json()["last_price"] == 7.0
+            time.sleep(0.5)
+            assert c.get("/v1/predictions/UP").json()["snapshot_age_s"] > read.json()[
+                "snapshot_age_s"]  # nothing confirms it is current: it ages
             write = c.post("/v1/ticks", json={"ticker": "UP", "price": 8.0})
             assert write.status_code == 503 and "Redis is unreachable" in write.json()["detail"]
 
@@ -270,6 +307,8 @@ def test_one_prediction_documents_its_path_parameter_and_errors(redis_url, artif
     app = create_app(Settings(redis_url=redis_url), artifact)
     get = app.openapi()["paths"]["/v1/predictions/{ticker}"]["get"]
     assert get["parameters"] == [{"in": "path", "name": "ticker", "required": True,
-                                  "schema": {"title": "Ticker", "type": "string"}}]
-    assert {"200", "404", "422"} <= set(get["responses"])
+                                  "description": "any case",
+                                  "schema": {"title": "Ticker", "type": "string",
+                                             "pattern": "^[A-Za-z0-9._-]{1,16}$"}}]
+    assert {"200", "401", "404", "422"} <= set(get["responses"])
     assert get["tags"] == ["predictions"]

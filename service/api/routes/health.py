@@ -39,6 +39,8 @@ async def readyz(engine: EngineDep, redis: RedisDep, snapshot: SnapshotDep) -> J
     reasons = [r for r in [await _redis_problem(redis)] if r]
     if not state["connected"]:
         reasons.append(f"ingest loop cannot reach Redis: {state['last_error']}")
+    elif state["refusing_writes"]:
+        reasons.append(state["refusing_writes"])
     elif state["standby"]:
         reasons.append(state["last_error"])
     elif state["replaying"] is not None:

@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.ticks import TICKER_INPUT
 from service.api.deps import (
-    PROBLEMS,
+    AGE,
+    READ_PROBLEMS,
     SnapshotDep,
     parse_ticker,
     problem,
@@ -17,7 +19,9 @@ from service.api.deps import (
 )
 from service.snapshot import Snapshot
 
-router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=PROBLEMS)
+router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=READ_PROBLEMS)
+ONE = TICKER_INPUT[1:-1]
+TICKER_LIST = f"^ *{ONE}( *, *{ONE})* *$"  # "A,b.c, D-1": spaces around commas allowed
 
 
 class PredictionOut(BaseModel):
@@ -34,23 +38,24 @@ class PredictionOut(BaseModel):
 
 
 class OnePrediction(PredictionOut):
-    snapshot_age_s: float = Field(description="seconds since the snapshot was published")
+    snapshot_age_s: float = Field(description=AGE)
 
 
 class AllPredictions(BaseModel):
     predictions: dict[str, PredictionOut]
     unknown: list[str] = Field(description="requested tickers with no prediction yet")
     stream_id: str | None = Field(description="last stream entry the snapshot includes")
-    snapshot_age_s: float = Field(description="seconds since the snapshot was published")
+    snapshot_age_s: float = Field(description=AGE)
 
 
 @router.get("", response_model=AllPredictions)
 async def all_predictions(
     snapshot: SnapshotDep,
-    tickers: Annotated[str | None, Query(description="comma list, e.g. AAPL,MSFT")] = None,
+    tickers: Annotated[str | None, Query(pattern=TICKER_LIST,
+                                         description="comma list, e.g. AAPL,msft")] = None,
 ) -> Response:
     """Every ticker's latest prediction, or only those in `tickers`."""
-    wanted = [parse_ticker(t) for t in tickers.split(",") if t.strip()] if tickers else None
+    wanted = [parse_ticker(t.strip(" ")) for t in tickers.split(",")] if tickers else None
     preds = snapshot.predictions
     names = preds.keys() if wanted is None else [t for t in wanted if t in preds]
     # Prediction.to_json is ~20x cheaper than a pydantic model per ticker: with 10,000
@@ -63,8 +68,9 @@ async def all_predictions(
 
 
 # The path parameter, documented by hand: the route reads it itself (see one_prediction).
-TICKER_PARAMETER: dict[str, object] = {"in": "path", "name": "ticker", "required": True,
-                                     "schema": {"title": "Ticker", "type": "string"}}
+TICKER_PARAMETER: dict[str, object] = {
+    "in": "path", "name": "ticker", "required": True, "description": "any case",
+    "schema": {"title": "Ticker", "type": "string", "pattern": TICKER_INPUT}}
 
 
 @router.get("/{ticker}", response_model=OnePrediction,

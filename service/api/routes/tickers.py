@@ -6,7 +6,9 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
 
 from service.api.deps import (
-    PROBLEMS,
+    AGE,
+    READ_PROBLEMS,
+    TOO_LARGE,
     UNAUTHORIZED,
     EngineDep,
     SnapshotDep,
@@ -16,7 +18,7 @@ from service.api.deps import (
     snapshot_age,
 )
 
-router = APIRouter(prefix="/v1/tickers", tags=["tickers"], responses=PROBLEMS)
+router = APIRouter(prefix="/v1/tickers", tags=["tickers"], responses=READ_PROBLEMS)
 
 
 class Tickers(BaseModel):
@@ -24,7 +26,7 @@ class Tickers(BaseModel):
     count: int
     capacity: int = Field(description="batch rows the model has now (grows by doubling)")
     max_tickers: int = Field(description="beyond this, new tickers' ticks are dead-lettered")
-    snapshot_age_s: float = Field(description="seconds since predictions were published")
+    snapshot_age_s: float = Field(description=AGE)
 
 
 class Reset(BaseModel):
@@ -43,7 +45,7 @@ async def list_tickers(engine: EngineDep, snapshot: SnapshotDep) -> Tickers:
 
 
 @router.post("/{ticker}/reset", response_model=Reset, dependencies=[WriteAccess],
-             responses={**UNAUTHORIZED, 404: problem("unknown ticker"),
+             responses={**UNAUTHORIZED, **TOO_LARGE, 404: problem("unknown ticker"),
                         503: problem("the reset is queued in the stream, not yet applied")})
 def reset_ticker(ticker: TickerPath, engine: EngineDep) -> Reset:
     """Zero one ticker's LSTM state (h and c); its steps and last tick are kept."""
