@@ -20,10 +20,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from models.artifact import Artifact, load_artifact
 from service.api.guards import BodyLimit, ReadKey
 from service.api.openapi import truthful_openapi
-from service.api.routes import health, predictions, tickers, ticks
+from service.api.routes import dashboard, health, predictions, stream, tickers, ticks
+from service.api.timing import RequestTimer
 from service.config import Settings
 from service.ingest import Engine
-from service.metrics import registry_for
+from service.metrics import EngineCollector, app_registry, request_histogram
 from service.redis_io import write_refusal
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,19 @@ def create_app(
                                 redis_url)
         engine.start()
         app.state.engine = engine
-        app.state.metrics = registry_for(engine)
+        metrics.register(EngineCollector(engine))
+        app.state.metrics = metrics
         # No automatic retries: a resent XADD whose reply was lost would append it twice.
-        app.state.redis = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0,
-            retry=Retry(NoBackoff(), 0))
+        options = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0,
+                   "retry": Retry(NoBackoff(), 0)}
+        app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, **options)
+        # the predictions stream's columns are binary
+        app.state.redis_bytes = aioredis.Redis.from_url(redis_url, **options)
         try:
             yield
         finally:
             await app.state.redis.aclose()
+            await app.state.redis_bytes.aclose()
             engine.stop()
 
     app = FastAPI(
@@ -68,12 +73,15 @@ def create_app(
     # The hot reads' routes go on the app itself: FastAPI matches an included router's
     # routes through a nested router: ~20 us of a ~105 us GET, measured in-process.
     app.router.routes.extend(predictions.router.routes)
-    for module in (ticks, tickers, health):
+    for module in (ticks, tickers, stream, health, dashboard):
         app.include_router(module.router)
+    app.mount("/static", dashboard.static_files, name="static")
+    metrics = app_registry()
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.read_api_key is not None:
         keys = [k.get_secret_value() for k in (settings.read_api_key, settings.api_key) if k]
         app.add_middleware(ReadKey, keys=keys)
+    app.add_middleware(RequestTimer, histogram=request_histogram(metrics))  # outermost
     app.openapi = lambda: truthful_openapi(app, settings)  # type: ignore[method-assign]
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(RedisConnectionError, _redis_unreachable)

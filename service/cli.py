@@ -241,10 +241,13 @@ def serve(
 
     import uvicorn
 
-    from models.artifact import ArtifactError, load_artifact
-    from models.train import ensure_default_model
-    from service.app import create_app
-    from service.embedded_redis import EmbeddedRedis
+    from models.quiet import native_noise_filtered
+
+    with native_noise_filtered():  # TensorFlow's C++ start-up lines
+        from models.artifact import ArtifactError, load_artifact
+        from models.train import ensure_default_model
+        from service.app import create_app
+        from service.embedded_redis import EmbeddedRedis
 
     with ExitStack() as stack:
         stack.enter_context(on_signals(_raise_exit))  # uvicorn re-raises what stopped it
@@ -260,7 +263,8 @@ def serve(
             model_dir = ensure_default_model(settings.data_dir / "model")
             settings = settings.model_copy(update={"model_dir": model_dir})
         try:
-            artifact = load_artifact(Path(settings.model_dir))
+            with native_noise_filtered():  # the first device query: cuInit on a CPU machine
+                artifact = load_artifact(Path(settings.model_dir))
         except ArtifactError as e:
             raise typer.BadParameter(str(e), param_hint="--model-dir") from None
         _preflight(settings, artifact)
@@ -374,6 +378,30 @@ def feed(
         except redis.RedisError as e:
             typer.echo(f"Redis error, feed stopped: {e}", err=True)
             raise typer.Exit(1) from None
+
+
+# ---- status
+
+
+@app.command()
+def status(
+    url: Annotated[str | None, typer.Option(
+        help="the service; default: http://TICKSTREAM_HOST:TICKSTREAM_PORT")] = None,
+) -> None:
+    """A one-screen summary of a running service: ready, ticks/s, lag, tickers, model."""
+    import httpx
+
+    from service.status import summary
+
+    settings = load_settings()
+    url = url or f"http://{settings.host}:{settings.port}"
+    key = settings.read_api_key or settings.api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    try:
+        typer.echo("\n".join(summary(url, headers)))
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        typer.echo(f"no tickstream answering at {url}: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 # ---- bench

@@ -36,7 +36,16 @@ from service import malloc
 from service.admit import admit
 from service.commit import COMMIT_LUA, DeadLetter, Outputs, commit_command, raise_if_lease_lost
 from service.config import Settings
-from service.entries import CONTROL, Parsed, RawEntry, TickerCache, fields_of, parse_entries
+from service.entries import (
+    CONTROL,
+    Parsed,
+    RawEntry,
+    TickerCache,
+    fields_of,
+    parse_entries,
+    stream_ms,
+)
+from service.histogram import Histogram
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
 from service.migrate import drop_legacy, has_legacy_state, load_legacy
@@ -71,6 +80,8 @@ class Counters:
     last_batch_seconds: float = 0.0
     errors: int = 0  # failed iterations (each followed by a reload)
     write_refusals: int = 0  # of those, Redis refused a write (OOM, MISCONF, ...)
+    batch_seconds: Histogram = field(default_factory=Histogram)  # read to commit
+    tick_to_commit: Histogram = field(default_factory=Histogram)  # oldest tick's ID time
     lag: int | None = None  # stream entries after the cursor
     gap_entries: int = 0  # entries trimmed before the engine read them (ACCEPT_GAP)
 
@@ -100,6 +111,7 @@ class _Prepared:
     step_seconds: float = 0.0
     started: float = 0.0  # perf_counter() when its preparation began
     sent_at: float = 0.0  # time.monotonic() when its commit went out (it renews the lease)
+    first_ms: int = 0  # stream-ID time of its first (oldest) entry, epoch ms
 
 
 class Engine:
@@ -477,7 +489,7 @@ class Engine:
         self._since_snapshot += len(entries)
         packed = None if replayed else commit_command(
             self._layout, self._commit_sha, self._lease.token, self._lease.ttl_ms, outputs)
-        return _Prepared(outputs, cursor, packed, len(entries),
+        return _Prepared(outputs, cursor, packed, len(entries), first_ms=stream_ms(entries[0][0]),
                          tickers_changed=(len(state.registry) != registry_size
                                           or bool(outputs.evicted)),
                          step_seconds=step_s, started=t0)
@@ -523,6 +535,8 @@ class Engine:
             for d in p.outputs.dead:
                 c.dead_lettered[d.reason] = c.dead_lettered.get(d.reason, 0) + 1
             self._output_cursor = p.cursor
+            c.batch_seconds.observe(time.perf_counter() - p.started)
+            c.tick_to_commit.observe(max(0.0, time.time() - p.first_ms / 1000))
         replay = self._replay
         if replay is not None:
             replay.done += p.entries

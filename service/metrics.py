@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -50,6 +51,13 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("tickstream_commit_seconds",
                                   "time spent waiting for per-batch output commits",
                                   value=c.commit_seconds)
+        for name, doc, h in (
+                ("tickstream_batch_seconds", "a committed batch, from its read to its commit",
+                 c.batch_seconds),
+                ("tickstream_tick_to_commit_seconds",
+                 "per batch, its oldest tick's stream-ID time to the commit of its outputs",
+                 c.tick_to_commit)):
+            yield HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
         yield GaugeMetricFamily("tickstream_last_batch_seconds",
                                 "wall time of the last batch, read to commit",
                                 value=c.last_batch_seconds)
@@ -91,9 +99,16 @@ class EngineCollector(Collector):
                                value={"model_version": e.model_version})
 
 
-def registry_for(engine: Engine) -> CollectorRegistry:
-    """A registry of its own per app, so two apps in one process (tests) do not collide."""
+def app_registry() -> CollectorRegistry:
+    """A registry of its own per app, so two apps in one process (tests) do not collide;
+    the engine's collector joins it once the engine exists."""
     registry = CollectorRegistry()
-    registry.register(EngineCollector(engine))
     ProcessCollector(registry=registry)
     return registry
+
+
+def request_histogram(registry: CollectorRegistry) -> Histogram:
+    return Histogram("tickstream_http_request_seconds", "HTTP requests, by route and method",
+                     ["route", "method"], registry=registry,
+                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                              0.5, 1.0, 2.5))

@@ -62,6 +62,11 @@ async def get_redis(request: Request) -> aioredis.Redis:
     return request.app.state.redis
 
 
+async def get_redis_bytes(request: Request) -> aioredis.Redis:
+    """Bytes in, bytes out: for the predictions stream's binary columns."""
+    return request.app.state.redis_bytes
+
+
 _TICKER_INPUT = re.compile(TICKER_INPUT.replace("$", r"\Z"))  # no trailing newline
 
 
@@ -94,6 +99,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
+RedisBytesDep = Annotated[aioredis.Redis, Depends(get_redis_bytes)]
 TickerPath = Annotated[str, Depends(ticker_path)]
 
 _bearer = HTTPBearer(auto_error=False, description="TICKSTREAM_API_KEY, when one is set")

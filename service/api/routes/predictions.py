@@ -12,12 +12,16 @@ from models.ticks import TICKER_INPUT
 from service.api.deps import (
     AGE,
     READ_PROBLEMS,
+    RedisBytesDep,
+    SettingsDep,
     SnapshotDep,
+    TickerPath,
     parse_ticker,
     problem,
     snapshot_age,
 )
-from service.snapshot import Snapshot
+from service.prediction_stream import stream_predictions
+from service.snapshot import Prediction, Snapshot
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=READ_PROBLEMS)
 ONE = TICKER_INPUT[1:-1]
@@ -65,6 +69,45 @@ async def all_predictions(
                        "stream_id": snapshot.stream_id,
                        "snapshot_age_s": snapshot_age(snapshot)})
     return Response(f'{{"predictions": {{{body}}}, {tail[1:]}', media_type="application/json")
+
+
+class HistoryPoint(BaseModel):
+    prediction: float = Field(description="predicted next log return")
+    predicted_price: float
+    last_price: float
+    as_of: int = Field(description="the tick's ts, epoch ms")
+    stream_id: str = Field(description="stream ID of the tick")
+    steps: int
+
+
+class History(BaseModel):
+    ticker: str
+    history: list[HistoryPoint] = Field(description="oldest first, newest last")
+
+
+HISTORY_PAGE = 100  # predictions-stream entries (batches) per XREVRANGE
+
+
+@router.get("/{ticker}/history", response_model=History)
+async def history(
+    ticker: TickerPath, settings: SettingsDep, redis: RedisBytesDep,
+    limit: Annotated[int, Query(ge=1, le=5000, description="at most this many")] = 200,
+) -> History:
+    """A ticker's latest predictions, from the predictions stream (as far back as it is
+    retained: PREDICTIONS_MAXLEN); empty for a ticker it does not hold."""
+    found: list[Prediction] = []
+    end, name = "+", ticker.encode()
+    while len(found) < limit:
+        page = await redis.xrevrange(settings.predictions_stream, end, "-", count=HISTORY_PAGE)
+        for entry_id, fields in page:
+            if name in fields.get(b"ticker", b"").split():  # skip other batches undecoded
+                mine = [p for p in stream_predictions([(entry_id, fields)]) if p.ticker == ticker]
+                found += reversed(mine)
+        if len(page) < HISTORY_PAGE:
+            break
+        end = "(" + page[-1][0].decode()
+    points = [HistoryPoint(**p._asdict()) for p in reversed(found[:limit])]
+    return History(ticker=ticker, history=points)
 
 
 # The path parameter, documented by hand: the route reads it itself (see one_prediction).
