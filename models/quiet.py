@@ -19,6 +19,7 @@ NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog"
     r"|[IW]\d{4} \S+ +\d+ \S+\] "  # absl INFO / WARNING lines
     r"|E\d{4} \S+ +\d+ cuda_\w+\.cc:\d+\] failed call to cuInit"
+    r"|E\d{4} \S+ +\d+ util\.cc:\d+\] oneDNN supports DT_BOOL only"
     r"|To enable the following instructions: )")
 
 

@@ -158,6 +158,7 @@ def _where(settings: Settings, embedded: bool) -> str:
                   if embedded else "as configured (TICKSTREAM_REDIS_URL / --redis-url)")
     return "\n".join([
         f"tickstream: model {settings.model_dir}; Redis {redis_line}",
+        f"  dashboard    {base}/",
         f"  API docs     {base}/docs",
         f"  predictions  {base}/v1/predictions",
         f"  readiness    {base}/readyz   (answers once the model is loaded)",
@@ -260,7 +261,8 @@ def serve(
                 raise typer.Exit(1) from None
             settings = settings.model_copy(update={"redis_url": server.url})
         if settings.model_dir is None:
-            model_dir = ensure_default_model(settings.data_dir / "model")
+            with native_noise_filtered():
+                model_dir = ensure_default_model(settings.data_dir / "model")
             settings = settings.model_copy(update={"model_dir": model_dir})
         try:
             with native_noise_filtered():  # the first device query: cuInit on a CPU machine

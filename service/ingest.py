@@ -343,6 +343,7 @@ class Engine:
         self._store.load_scripts()
         self._commit_sha = client.script_load(COMMIT_LUA)
         data = self._store.load(self._row_floats, self.model_version)
+        fresh = data is None
         if data is None:
             data = self._first_snapshot()
         registry = self._new_registry({t: i for i, t in enumerate(data.tickers)})
@@ -365,9 +366,13 @@ class Engine:
         self._publish_registry()
         self._set_applied(state.cursor)
         self._connected = True
-        log.info("ingest: restored the snapshot at %s (%d tickers); replaying %s entries",
-                 data.cursor, len(data.tickers), "an unknown number of" if behind is None
-                 else behind)
+        todo = "an unknown number of" if behind is None else f"{behind:,}"
+        if fresh:
+            log.info("ingest: a new state, reading %s from %s (%s entries)", self.settings.stream,
+                     data.cursor or "its first entry", todo)
+        else:
+            log.info("ingest: restored the snapshot at %s (%d tickers); replaying %s entries",
+                     data.cursor, len(data.tickers), todo)
 
     def _first_snapshot(self) -> SnapshotData:
         """No snapshot yet: convert the per-batch checkpoint layout, or start empty where

@@ -69,10 +69,12 @@ function draw() {
   const width = $("right").clientWidth - 32;
   if (!chart) {
     chart = new uPlot({ width, height: 300, scales: { x: { time: false } },
+      axes: [{}, { size: 70 }],
       series: [{ label: "tick" }, { label: "price", stroke: "#1d5fbf", width: 2 },
                { label: "predicted", stroke: "#e08a1e", width: 1.5, dash: [6, 4] }] },
       prices, $("price-chart"));
     errors = new uPlot({ width, height: 180, scales: { x: { time: false } },
+      axes: [{}, { size: 70, values: (u, ticks) => ticks.map((v) => v.toExponential(1)) }],
       series: [{ label: "tick" }, { label: "model sq. error", stroke: "#c0392b" },
                { label: "zero forecast sq. error", stroke: "#7a8594" }] },
       errs, $("error-chart"));
