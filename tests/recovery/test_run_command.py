@@ -2,11 +2,13 @@
 (trained on first use), synthetic feed — and predictions that move."""
 
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from harness import ServiceProcess
+from harness import TICKSTREAM, ServiceProcess
 
 pytestmark = pytest.mark.recovery
 
@@ -27,7 +29,16 @@ def test_serve_on_embedded_defaults_shows_predictions_moving(tmp_path: Path):
         assert (tmp_path / "data" / "model" / "model.keras").is_file()
         assert (tmp_path / "data" / "redis").is_dir()
         print(f"\npredictions moving {time.monotonic() - started:.0f}s after the command")
+        status = subprocess.run([TICKSTREAM, "status", "--url",
+                                 f"http://127.0.0.1:{service.port}"],
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0 and ": ready" in status.stdout, status.stdout
+        assert "ticks/s" in status.stdout and "tickers       " in status.stdout
     finally:
         service.stop()
+    said = service.log_tail()
+    noise = [line for line in said.splitlines()
+             if re.search(r"cuInit|CUDA error|absl::InitializeLog|oneDNN", line)]
+    assert not noise, f"TensorFlow's start-up noise reached the terminal: {noise}"
     redis_pid_file = tmp_path / "data" / "redis" / "redis.pid"
     assert not redis_pid_file.exists(), "serve left its embedded Redis running"

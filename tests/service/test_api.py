@@ -229,6 +229,19 @@ def test_health_ready_and_docs(client) -> None:
         assert c.get("/docs").status_code == 200
 
 
+def test_history_is_newest_last_and_limited(client) -> None:
+    with client(batch_count=2) as c:
+        for p in (1.0, 2.0, 3.0, 4.0, 5.0):
+            c.post("/v1/ticks", json=[{"ticker": "H", "price": p}, {"ticker": "OTHER", "price": p}])
+        wait_for(lambda: steps_of(c).get("H") == 5)
+        body = c.get("/v1/predictions/h/history", params={"limit": 3}).json()
+        assert body["ticker"] == "H"
+        assert [p["last_price"] for p in body["history"]] == [3.0, 4.0, 5.0]
+        assert [p["steps"] for p in body["history"]] == [3, 4, 5]
+        assert c.get("/v1/predictions/NONE/history").json()["history"] == []
+        assert c.get("/v1/predictions/H/history", params={"limit": 0}).status_code == 422
+
+
 def test_metrics_count_applied_ticks_and_dead_letters(client, redis_client) -> None:
     with client() as c:
         c.post("/v1/ticks", json=[{"ticker": "M", "price": p} for p in (1.0, 2.0)])
@@ -240,6 +253,10 @@ def test_metrics_count_applied_ticks_and_dead_letters(client, redis_client) -> N
     assert "tickstream_ticks_applied_total 2.0" in r.text
     assert "tickstream_snapshot_age_seconds " in r.text
     assert "tickstream_state_snapshots_total" in r.text and "tickstream_replaying 0.0" in r.text
+    for histogram in ("tickstream_batch_seconds", "tickstream_tick_to_commit_seconds"):
+        assert f'{histogram}_bucket{{le="+Inf"}}' in r.text and f"{histogram}_count" in r.text
+    assert 'tickstream_http_request_seconds_count{method="POST",route="/v1/ticks"} 1.0' \
+        in r.text
     assert 'tickstream_model_info{model_version="' in r.text
 
 
