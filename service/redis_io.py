@@ -82,11 +82,6 @@ def bulk_command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(parts)
 
 
-def transaction(commands: Sequence[Command]) -> bytes:
-    """MULTI, the commands, EXEC, packed; `Link.read_transaction` reads its outcome."""
-    return packed(("MULTI",), *commands, ("EXEC",))
-
-
 class Link:
     """One connection taken from `client`'s pool for pipelining across calls.
 
@@ -121,25 +116,6 @@ class Link:
             raise RuntimeError(f"{self.owed} replies still owed on this link")
         self.send(packed(command), 1)
         return self.read()
-
-    def read_transaction(self, n_commands: int) -> list[Any]:
-        """The replies of a `transaction` of n commands; raises the first error, if any
-        command was refused when queued (then nothing was applied) or failed in EXEC."""
-        first_error: redis.ResponseError | None = None
-        result: Any = None
-        for _ in range(n_commands + 2):  # MULTI, each command, EXEC
-            try:
-                result = self.read()
-            except redis.ResponseError as e:
-                first_error = first_error or e
-        if first_error is None and result is None:
-            first_error = redis.ResponseError("EXEC returned nil: transaction aborted")
-        if first_error is None:
-            first_error = next((r for r in result if isinstance(r, redis.ResponseError)),
-                               None)
-        if first_error is not None:
-            raise first_error
-        return result
 
     def close(self) -> None:
         """Give the connection back; dropped if replies are still owed (they are lost)."""
