@@ -1,44 +1,55 @@
-"""Drain throughput: the engine against a bare consumer, on one pre-filled stream.
+"""Drain a pre-filled stream: the engine against the bare consumer, and what each writes.
 
-Each run reads the same entries through its own fresh consumer group, so the stream is
-filled once per traffic shape and every run (engine or bare) starts from the same place.
-The bare consumer is the ceiling the engine is measured against: the same client, the
-same batch size, and nothing but XREADGROUP and XACK.
+The bare consumer is what the engine's throughput is measured against: the same client,
+the same batch size, and nothing but XREADGROUP and XACK. The engine reads with XREAD from
+its own cursor and moves its consumer group only at snapshots, so the group says nothing
+about its progress: a run ends when the engine's committed outputs reach the stream's
+last entry (the `stream_id` its readers are served), a plain attribute read per poll.
+
+AOF bytes are INFO persistence `aof_current_size` before and after a run: every byte
+Redis appended to its AOF (with Redis 7's multi-part AOF, the base plus the incr files).
+Callers turn automatic AOF rewrites off while they measure, so it never jumps mid-run.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
+from bench.service import wait_for
 from models.artifact import Artifact
 from service.config import Settings
 from service.ingest import Engine
+from service.reader import last_id
 from service.redis_io import connect
 
-POLL_S = 0.02  # lag polls cost the loop a GIL hand-off; 20 ms is fine over a 10 s drain
+POLL_S = 0.02  # each poll costs the loop a GIL hand-off; 20 ms is fine over a 10 s drain
+TIMEOUT_S = 900.0
 BARE_CONSUMER = "bare"
 
 
 @dataclass(frozen=True)
 class DrainRun:
     seconds: float
-    applied: int  # ticks applied to a row (the bare consumer: entries acknowledged)
+    applied: int  # ticks applied to a row, live or replayed (bare: entries acknowledged)
+    aof_bytes: int = 0  # appended to the AOF during the run (0 with AOF off)
     step_seconds: float = 0.0
-    checkpoint_seconds: float = 0.0
+    commit_seconds: float = 0.0  # the loop waiting for its commits to be confirmed
+    replayed: int = 0  # of `applied`: recomputed after a restore, outputs not written
 
     def rate(self) -> float:
         return self.applied / self.seconds
 
+    def aof_per_tick(self) -> float:
+        return self.aof_bytes / self.applied
 
-def group_done(client: redis.Redis, stream: str, group: str) -> bool:
-    """Everything delivered to the group (lag 0) and acknowledged (no pending)."""
-    for g in client.xinfo_groups(stream):
-        if g["name"].decode() == group:
-            return g["lag"] == 0 and g["pending"] == 0
-    return False
+
+def aof_size(client: redis.Redis) -> int:
+    """INFO persistence aof_current_size; 0 with AOF off (the field is missing then)."""
+    return int(client.info("persistence").get("aof_current_size", 0))
 
 
 def bare_drain(url: str, stream: str, group: str, batch_count: int) -> DrainRun:
@@ -47,6 +58,7 @@ def bare_drain(url: str, stream: str, group: str, batch_count: int) -> DrainRun:
     try:
         client.xgroup_create(stream, group, "0")
         acked = 0
+        aof0 = aof_size(client)
         t0 = time.perf_counter()
         while True:
             resp = client.xreadgroup(group, BARE_CONSUMER, {stream: ">"}, count=batch_count)
@@ -54,29 +66,45 @@ def bare_drain(url: str, stream: str, group: str, batch_count: int) -> DrainRun:
             if not entries:
                 break
             acked += client.xack(stream, group, *[entry_id for entry_id, _ in entries])
-        return DrainRun(time.perf_counter() - t0, acked)
+        seconds = time.perf_counter() - t0
+        return DrainRun(seconds, acked, aof_size(client) - aof0)
     finally:
         client.close()
 
 
-def engine_drain(settings: Settings, artifact: Artifact, url: str,
-                 timeout_s: float = 900.0) -> DrainRun:
-    """Start an engine on a fresh group and time it until the group has nothing left."""
+def engine_run(settings: Settings, artifact: Artifact, url: str,
+               done: Callable[[Engine], bool], timeout_s: float = TIMEOUT_S) -> DrainRun:
+    """Start an engine, time it from start() until `done(engine)`, then stop it (its final
+    snapshot is not timed). Raises if any entry was dead-lettered or an iteration failed."""
     engine = Engine(settings, artifact, url)
-    probe = connect(url, block_ms=0)
+    probe = redis.Redis.from_url(url)
     try:
+        aof0 = aof_size(probe)
         t0 = time.perf_counter()
         engine.start()
-        while not group_done(probe, settings.stream, settings.group):
-            if time.perf_counter() - t0 > timeout_s:
-                raise TimeoutError(f"engine did not drain {settings.stream} in {timeout_s}s: "
-                                   f"{engine.status()}")
-            time.sleep(POLL_S)
+        try:
+            wait_for(lambda: done(engine), f"{settings.name} on {settings.stream}",
+                     timeout_s, every_s=POLL_S)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}: {engine.status()}") from None
         seconds = time.perf_counter() - t0
+        aof = aof_size(probe) - aof0
     finally:
         engine.stop()
         probe.close()
     c = engine.counters()
     if c.errors or c.dead_lettered:
-        raise RuntimeError(f"drain was not clean: {engine.status()}")
-    return DrainRun(seconds, c.applied, c.step_seconds, c.checkpoint_seconds)
+        raise RuntimeError(f"{settings.name} was not clean: {engine.status()}")
+    return DrainRun(seconds, c.applied + c.replayed, aof, c.step_seconds, c.commit_seconds,
+                    c.replayed)
+
+
+def engine_drain(settings: Settings, artifact: Artifact, url: str) -> DrainRun:
+    """Time an engine from start() until the outputs of the stream's last entry are
+    committed and served."""
+    probe = redis.Redis.from_url(url)
+    try:
+        last = last_id(probe, settings.stream)
+    finally:
+        probe.close()
+    return engine_run(settings, artifact, url, lambda e: e.snapshot.stream_id == last)

@@ -1,12 +1,14 @@
-"""End-to-end benchmark (issue 4): drain throughput against the Redis + client ceiling,
+"""End-to-end benchmark (issues 4 and 8): drain throughput against the Redis + client
+ceiling and the AOF bytes it writes, recovery (replay after a SIGKILL) and snapshot cost,
 the naive Keras loop, latency, HTTP requests/s and memory, each against a private
-redis-server this bench starts (AOF on, fsync always: how `tickstream serve` runs Redis).
+redis-server this bench starts (AOF on, fsync always: how `tickstream serve` runs Redis;
+the AOF-off drain gets a server of its own).
 
 Every ratio compares figures measured in the same run, interleaved round by round, and
 every figure is the median of the rounds: the machine is small and shared, so absolute
 figures move between runs more than ratios do.
 
-Run: `python -m bench.e2e` (full, ~25 min) or `python -m bench.e2e --quick` (< 2 min, a
+Run: `python -m bench.e2e` (full, ~30 min) or `python -m bench.e2e --quick` (< 2 min, a
 smoke test: it checks the pipeline drained and every figure exists, not how fast).
 """
 
@@ -19,7 +21,8 @@ import platform
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,14 +30,14 @@ from typing import Any
 import redis
 
 from bench import http_load, latency, memory
-from bench.drain import DrainRun, bare_drain, engine_drain
+from bench.drain import DrainRun, aof_size, bare_drain, engine_drain
 from bench.model import UNITS, untrained_artifact
 from bench.naive import predict_loop_rate
-from bench.service import Server, bare_app, tickstream_serve
+from bench.recovery import Recovery, SnapshotCost, measure_recovery, measure_snapshot
+from bench.service import Server, bare_app, tickstream_serve, wait_for
 from bench.traffic import SHAPES, fill, tick_fields
+from models.artifact import Artifact, load_artifact
 from service.embedded_redis import EmbeddedRedis
-
-GROUP = "tickstream"  # the service's default consumer group
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class Config:
     shapes: tuple[str, ...] = SHAPES
     rounds: int = 3  # each figure is the median of this many runs
     batch_count: int = 1000  # entries per XREADGROUP, engine and bare consumer alike
+    many_tickers: int = 5_000  # the uniform drain at this N too
+    recovery_warm: int = 50_000  # entries in the snapshot the recovery restarts from
+    recovery_entries: int = 100_000  # entries after it, to replay
+    snapshot_tickers: int = 10_000
+    snapshot_ticks: int = 200_000  # drained to fill the rows of the snapshot measured
     naive_ticks: int = 20  # predict calls per naive run (each costs ~100 ms)
     latency_rate: float = 2_000.0
     latency_s: float = 30.0
@@ -60,7 +68,31 @@ class Config:
 
 
 QUICK = Config(drain_ticks=20_000, rounds=1, naive_ticks=3, latency_s=3.0, http_s=2.0,
-               memory_ticks=20_000, growth_s=12.0, growth_warmup_s=4.0, growth_every_s=1.0)
+               memory_ticks=20_000, growth_s=12.0, growth_warmup_s=4.0, growth_every_s=1.0,
+               recovery_warm=5_000, recovery_entries=20_000, snapshot_ticks=50_000)
+
+
+@dataclass(frozen=True)
+class DrainCase:
+    """One drain figure: engine against the bare consumer on one pre-filled stream."""
+
+    label: str
+    shape: str
+    tickers: int
+    aof: bool = True  # the server: AOF on, fsync always (as served) or AOF off
+    predictions: bool = True  # the predictions stream written (the default) or not
+    target: str = ""
+
+
+def drain_cases(cfg: Config) -> list[DrainCase]:
+    """Issue 4's shapes, issue 8's targets; then the costs and ceilings around them."""
+    targets = {"uniform": "≥ 1.0x", "zipf": "≥ 0.8x", "hot": "≥ 10,000/s"}
+    n = cfg.tickers
+    return [*(DrainCase(shape, shape, n, target=targets[shape]) for shape in cfg.shapes),
+            DrainCase("uniform, no predictions stream", "uniform", n, predictions=False),
+            DrainCase(f"uniform, N={cfg.many_tickers:,}", "uniform", cfg.many_tickers,
+                      target="≥ 0.9x"),
+            DrainCase("uniform, AOF off", "uniform", n, aof=False, target="≥ 1.0x")]
 
 
 @dataclass
@@ -68,6 +100,9 @@ class Results:
     config: Config
     machine: dict[str, str] = field(default_factory=dict)
     drain: dict[str, dict[str, list[DrainRun]]] = field(default_factory=dict)
+    xadd_aof: float = float("nan")  # the producer's AOF bytes per tick, filling `uniform`
+    recovery: list[Recovery] = field(default_factory=list)
+    snapshot: list[SnapshotCost] = field(default_factory=list)
     naive: list[float] = field(default_factory=list)
     latency: latency.Latency | None = None
     latency_everysec: latency.Latency | None = None  # diagnostic: without fsync per write
@@ -107,43 +142,84 @@ def command() -> str:
 # ---- the scenarios
 
 
-def run_drain(cfg: Config, server: EmbeddedRedis, model_dir: Path, res: Results,
-              say: Callable[[str], None]) -> None:
-    """Each shape: one pre-filled stream, then bare and engine runs interleaved."""
-    from models.artifact import load_artifact
+def run_drain(cfg: Config, server: EmbeddedRedis, artifact: Artifact, workdir: Path,
+              res: Results, say: Callable[[str], None]) -> None:
+    """Every drain case: the AOF-on ones on `server`, the AOF-off ones on a server of
+    their own (AOF off from its start, so nothing of it is on disk)."""
+    cases = drain_cases(cfg)
+    drain_on(cfg, server, [c for c in cases if c.aof], artifact, res, say)
+    with EmbeddedRedis(workdir / "redis-aof-off", appendonly=False) as off:
+        drain_on(cfg, off, [c for c in cases if not c.aof], artifact, res, say)
+
+
+def drain_on(cfg: Config, server: EmbeddedRedis, cases: list[DrainCase], artifact: Artifact,
+             res: Results, say: Callable[[str], None]) -> None:
+    """Each case: one pre-filled stream, then bare and engine runs interleaved."""
     from service.config import Settings
 
-    artifact = load_artifact(model_dir)
     client = redis.Redis.from_url(server.url)
     default_maxlen = Settings.model_fields["predictions_maxlen"].default  # as served
-    variants = [(shape, default_maxlen) for shape in cfg.shapes]
-    variants.append(("uniform, no predictions stream", 0))  # where the ceiling goes
-    for label, maxlen in variants:
-        shape = label.split(",")[0]
-        stream = f"ticks:{shape}"
+    for case in cases:
+        stream = f"ticks:{case.shape}:{case.tickers}"
         if not client.exists(stream):
-            say(f"[drain] filling {stream}: {cfg.drain_ticks:,} ticks over {cfg.tickers}")
-            fill(client, server.port, stream, tick_fields(shape, cfg.tickers, cfg.drain_ticks))
-        runs = res.drain.setdefault(label, {"bare": [], "engine": []})
+            say(f"[drain] filling {stream}: {cfg.drain_ticks:,} ticks over {case.tickers:,}")
+            before = aof_size(client)
+            fill(client, server.port, stream,
+                 tick_fields(case.shape, case.tickers, cfg.drain_ticks))
+            if case.label == "uniform":
+                res.xadd_aof = (aof_size(client) - before) / cfg.drain_ticks
+        runs = res.drain.setdefault(case.label, {"bare": [], "engine": []})
         for r in range(cfg.rounds):
             tag = f"{len(res.drain)}-{r}"
             bare = bare_drain(server.url, stream, f"bare-{tag}", cfg.batch_count)
+            # TICK_RETENTION none: the stream is read again by the next runs
             settings = Settings(redis_url=server.url, stream=stream, name=f"drain-{tag}",
                                 group=f"engine-{tag}", batch_count=cfg.batch_count,
-                                predictions_maxlen=maxlen,
-                                predictions_stream=f"predictions:{tag}")
+                                predictions_maxlen=default_maxlen if case.predictions else 0,
+                                predictions_stream=f"predictions:{tag}", tick_retention="none")
             engine = engine_drain(settings, artifact, server.url)
             if engine.applied != cfg.drain_ticks:
-                raise RuntimeError(f"{label}: engine applied {engine.applied:,} of "
+                raise RuntimeError(f"{case.label}: engine applied {engine.applied:,} of "
                                    f"{cfg.drain_ticks:,} ticks")
             runs["bare"].append(bare)
             runs["engine"].append(engine)
-            say(f"[drain {label} {r + 1}/{cfg.rounds}] bare {bare.rate():,.0f}/s, engine "
+            aof = (f"; AOF B/tick: engine {engine.aof_per_tick():.1f}, bare "
+                   f"{bare.aof_per_tick():.1f}" if case.aof else "")
+            say(f"[drain {case.label} {r + 1}/{cfg.rounds}] bare {bare.rate():,.0f}/s, engine "
                 f"{engine.rate():,.0f}/s ({engine.rate() / bare.rate():.2f}x); engine step "
-                f"{engine.step_seconds:.1f}s, waiting on checkpoints "
-                f"{engine.checkpoint_seconds:.1f}s of {engine.seconds:.1f}s")
+                f"{engine.step_seconds:.1f}s, waiting on commits {engine.commit_seconds:.1f}s "
+                f"of {engine.seconds:.1f}s{aof}")
             client.delete(f"predictions:{tag}", *client.keys(f"tickstream:drain-{tag}:*"))
     client.close()
+
+
+@contextmanager
+def aof_measured(server: EmbeddedRedis) -> Iterator[None]:
+    """Automatic AOF rewrites off, so aof_current_size only grows while figures are
+    taken; after, every key goes and the AOF is rewritten: the service scenarios start on
+    an empty server with a small AOF, rewrites on as served."""
+    client = redis.Redis.from_url(server.url)
+    setting = client.config_get("auto-aof-rewrite-percentage")
+    client.config_set("auto-aof-rewrite-percentage", 0)
+    try:
+        yield
+    finally:
+        client.flushall()
+        client.config_set(*setting.popitem())
+        client.bgrewriteaof()
+        wait_for(lambda: not any(client.info("persistence")[k] for k in (
+            "aof_rewrite_in_progress", "aof_rewrite_scheduled")), "the AOF rewrite", 300.0)
+        client.close()
+
+
+def run_recovery(cfg: Config, server: EmbeddedRedis, artifact: Artifact, model_dir: Path,
+                 workdir: Path, res: Results, say: Callable[[str], None]) -> None:
+    res.recovery = measure_recovery(server, artifact, model_dir, workdir, cfg.tickers,
+                                    cfg.recovery_warm, cfg.recovery_entries,
+                                    cfg.batch_count, cfg.rounds, say)
+    say(f"[snapshot] N={cfg.snapshot_tickers:,}: draining {cfg.snapshot_ticks:,} ticks")
+    res.snapshot = measure_snapshot(server, artifact, cfg.snapshot_tickers,
+                                    cfg.snapshot_ticks, cfg.batch_count, cfg.rounds, say)
 
 
 def run_service_scenarios(cfg: Config, server: EmbeddedRedis, model_dir: Path,
@@ -156,7 +232,7 @@ def run_service_scenarios(cfg: Config, server: EmbeddedRedis, model_dir: Path,
         say(f"[memory] N={n}: starting tickstream serve, feeding {cfg.memory_ticks:,} ticks")
         svc.start()
         try:
-            res.rss_kb[n] = memory.rss_after(svc, client, server.port, stream, GROUP, n,
+            res.rss_kb[n] = memory.rss_after(svc, client, server.port, stream, n,
                                              cfg.memory_ticks)
             say(f"[memory] N={n}: RSS {res.rss_kb[n][0] / 1024:,.0f} MiB, peak "
                 f"{res.rss_kb[n][1] / 1024:,.0f} MiB")
@@ -235,8 +311,11 @@ def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
         workdir = Path(tmp)
         say(f"[setup] untrained model H={UNITS}; redis-server (AOF, fsync always)")
         model_dir = untrained_artifact(workdir / "model")
+        artifact = load_artifact(model_dir)
         with EmbeddedRedis(workdir / "redis") as server:
-            run_drain(cfg, server, model_dir, res, say)
+            with aof_measured(server):
+                run_drain(cfg, server, artifact, workdir, res, say)
+                run_recovery(cfg, server, artifact, model_dir, workdir, res, say)
             say(f"[naive] model.predict per tick, N={cfg.tickers}, {cfg.naive_ticks} ticks "
                 f"x {cfg.rounds}")
             res.naive = [predict_loop_rate(model_dir, cfg.tickers, cfg.naive_ticks, 1, seed=r)
@@ -253,13 +332,38 @@ def table(res: Results) -> str:
     """The figures as a Markdown table: median, baseline, ratio, target."""
     cfg = res.config
     rows: list[tuple[str, str, str, str, str]] = []
-    for label, runs in res.drain.items():
+    for case in drain_cases(cfg):
+        runs = res.drain.get(case.label, {"bare": [], "engine": []})
         bare = median([r.rate() for r in runs["bare"]])
         engine = median([r.rate() for r in runs["engine"]])
-        ratio = paired(runs["engine"], runs["bare"])
-        target = {"uniform": "≥ 0.8x", "zipf": "≥ 0.6x", "hot": "≥ 10,000/s"}.get(label, "")
-        rows.append((f"drain, {label} (ticks/s)", f"{engine:,.0f}", f"bare {bare:,.0f}",
-                     f"{ratio:.2f}x", target))
+        rows.append((f"drain, {case.label} (ticks/s)", f"{engine:,.0f}", f"bare {bare:,.0f}",
+                     f"{paired(runs['engine'], runs['bare']):.2f}x", case.target))
+    for case in [c for c in drain_cases(cfg) if c.shape == "uniform" and c.aof and c.predictions]:
+        runs = res.drain.get(case.label, {"bare": [], "engine": []})
+        engine = median([r.aof_per_tick() for r in runs["engine"]])
+        bare = median([r.aof_per_tick() for r in runs["bare"]])
+        rows.append((f"AOF bytes per applied tick, {case.label}", f"{engine:,.1f}",
+                     f"producer XADD {res.xadd_aof:,.1f}; bare consumer {bare:,.1f}",
+                     f"{engine / res.xadd_aof:.2f}x", "≤ 1.5x XADD"))
+    if res.recovery:
+        replay = [r.replay for r in res.recovery]
+        live = [r.live for r in res.recovery]
+        rows.append((f"replay after a SIGKILL, {cfg.recovery_entries:,} entries after the "
+                     f"snapshot (entries/s)", f"{median([r.rate() for r in replay]):,.0f}",
+                     f"live, same entries {median([r.rate() for r in live]):,.0f}",
+                     f"{paired(replay, live):.2f}x", "≥ 1.0x"))
+        rows.append(("restart to ready after that SIGKILL (s): in process / `tickstream "
+                     "serve` exec to /readyz 200",
+                     f"{median([r.seconds for r in replay]):.2f} / "
+                     f"{median([r.restart_s for r in res.recovery]):.1f}", "", "", ""))
+    if res.snapshot:
+        sc = res.snapshot
+        rows.append((f"snapshot at N={sc[0].tickers:,}, H={UNITS}: write / capture, the "
+                     "loop's part (ms)",
+                     f"{median([c.write_s for c in sc]) * 1e3:,.0f} / "
+                     f"{median([c.capture_s for c in sc]) * 1e3:,.1f}",
+                     f"{sc[0].size_bytes / 1e6:,.2f} MB; longest Redis command "
+                     f"{median([c.longest_command_s for c in sc]) * 1e3:,.1f} ms", "", ""))
     uniform = median([r.rate() for r in res.drain.get("uniform", {}).get("engine", [])])
     naive = median(res.naive)
     rows.append(("naive model.predict per tick (ticks/s)", f"{naive:,.2f}",
@@ -304,8 +408,10 @@ def table(res: Results) -> str:
 def check(res: Results) -> list[str]:
     """What a smoke test requires: every figure produced (drains were checked as they ran)."""
     cfg = res.config
-    missing = [f"drain {s}" for s in cfg.shapes
-               if len(res.drain.get(s, {}).get("engine", [])) != cfg.rounds]
+    missing = [f"drain {c.label}" for c in drain_cases(cfg)
+               if len(res.drain.get(c.label, {}).get("engine", [])) != cfg.rounds]
+    missing += ["recovery"] * (len(res.recovery) != cfg.rounds)
+    missing += ["snapshot"] * (len(res.snapshot) != cfg.rounds)
     missing += ["naive"] * (len(res.naive) != cfg.rounds)
     missing += ["latency"] * (res.latency is None or res.latency.probes == 0)
     missing += ["http"] * (not res.http and res.http_skipped is None)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from bench.drain import group_done
 from bench.feeder import Feeder
-from bench.service import Server, wait_for
+from bench.service import Server, serves_through, wait_for
 from bench.traffic import fill, tick_fields
+from service.reader import last_id
 
 DRAIN_TIMEOUT_S = 600.0
 
@@ -29,13 +29,14 @@ class Growth:
         return 100.0 * (self.end_kb - self.start_kb) / self.start_kb
 
 
-def rss_after(server: Server, client: redis.Redis, port: int, stream: str, group: str,
-              n_tickers: int, n_ticks: int) -> tuple[int, int]:
+def rss_after(server: Server, client: redis.Redis, port: int, stream: str, n_tickers: int,
+              n_ticks: int) -> tuple[int, int]:
     """Feed `n_ticks` over `n_tickers`, wait until the service applied them all; returns
     its (current, peak) RSS in KiB."""
     fill(client, port, stream, tick_fields("uniform", n_tickers, n_ticks, seed=n_tickers))
-    wait_for(lambda: group_done(client, stream, group), "the service to drain",
-             DRAIN_TIMEOUT_S, every_s=0.2)
+    last = last_id(client, stream)
+    wait_for(lambda: serves_through(server, last), "the service to drain", DRAIN_TIMEOUT_S,
+             every_s=0.2)
     return server.rss_kb()
 
 

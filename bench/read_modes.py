@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from bench.drain import DrainRun, bare_drain
+from bench.drain import DrainRun, aof_size, bare_drain
 from bench.e2e import machine, median, paired
 from bench.traffic import fill, tick_fields
 from service.embedded_redis import EmbeddedRedis
@@ -72,9 +72,8 @@ class Results:
 def aof_bytes(client: redis.Redis, data_dir: Path) -> tuple[int, int]:
     """(INFO aof_current_size, bytes of the AOF files on disk): Redis 6's appendonly.aof
     or Redis 7's appendonlydir/appendonly.aof.* (base, incr files, manifest)."""
-    info = client.info("persistence")
     disk = sum(p.stat().st_size for p in data_dir.rglob("appendonly*") if p.is_file())
-    return int(info.get("aof_current_size", 0)), disk  # the field exists only if AOF is on
+    return aof_size(client), disk
 
 
 def cursor_drain(url: str, stream: str, group: str, batch_count: int,

@@ -57,8 +57,13 @@ class Server:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no last commit, no last snapshot, the lease left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def rss_kb(self) -> tuple[int, int]:
         """(current, peak) resident set size of the process, in KiB (/proc status)."""
@@ -90,6 +95,11 @@ def get_json(port: int, path: str, conn: http.client.HTTPConnection | None = Non
     finally:
         if conn is None:
             c.close()
+
+
+def serves_through(server: Server, entry_id: str | None) -> bool:
+    """The service commits its outputs in stream order: those of `entry_id` are served."""
+    return get_json(server.port, "/readyz").get("stream_id") == entry_id
 
 
 def wait_for(condition: Any, what: str, timeout_s: float, every_s: float = 0.05) -> None:
