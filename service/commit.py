@@ -11,6 +11,7 @@ lease: an engine that commits never needs a renewal of its own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,8 +29,9 @@ LEASE_LOST = "LEASELOST"  # the error a fenced script answers when the lease is 
 
 # KEYS: owner, output_cursor, predictions hash, predictions stream, dead stream
 # ARGV: token, cursor, predictions maxlen, dead maxlen, #latest pairs, #evicted,
-#       #published entries, #dead letters, lease TTL (ms), then the latest (ticker, record)
-#       pairs, the evicted tickers, and each entry as (#fields, field, value, ...)
+#       #published entries, #dead letters, lease TTL (ms), predictions MINID ('0' none),
+#       then the latest (ticker, record) pairs, the evicted tickers, and each entry as
+#       (#fields, field, value, ...)
 COMMIT_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('LEASELOST ' .. KEYS[1] .. ' is held by another engine')
@@ -39,7 +41,7 @@ end
 -- refused commit writes nothing.
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[9])  -- a busy engine renews its lease as it commits
-local i = 10
+local i = 11
 local function sliced(cmd, key, n)  -- unpack() is bounded by Lua's stack: 4000 at a time
   local j = 0
   while j < n do
@@ -51,9 +53,10 @@ local function sliced(cmd, key, n)  -- unpack() is bounded by Lua's stack: 4000 
 end
 sliced('HSET', KEYS[3], 2 * tonumber(ARGV[5]))
 sliced('HDEL', KEYS[3], tonumber(ARGV[6]))
-for _ = 1, tonumber(ARGV[7]) do
+for _ = 1, tonumber(ARGV[7]) do  -- bounded by time (whatever the batch sizes) and count
   local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, i + 1, i + n))
+  redis.call('XADD', KEYS[4], 'MINID', '~', ARGV[10], '*', unpack(ARGV, i + 1, i + n))
+  redis.call('XTRIM', KEYS[4], 'MAXLEN', '~', ARGV[3])
   i = i + 1 + n
 end
 for _ = 1, tonumber(ARGV[8]) do
@@ -106,6 +109,11 @@ class Outputs:
         self.applied += later.applied
 
 
+def predictions_minid(retention_ms: int) -> str:
+    """The predictions stream keeps entries younger than this (its IDs are commit times)."""
+    return "0" if retention_ms == 0 else f"{max(0, round(time.time() * 1000) - retention_ms)}"
+
+
 def _arg(value: str | bytes | int) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
@@ -126,6 +134,7 @@ def commit_command(layout: Layout, sha: str, token: bytes, ttl_ms: int, o: Outpu
             layout.dead_stream]
     head = [token, _arg(o.cursor or "0-0"), _arg(layout.predictions_maxlen or 1),
             _arg(layout.dead_maxlen), _arg(len(tickers)), _arg(len(o.evicted)),
-            _arg(len(published)), _arg(len(o.dead)), _arg(ttl_ms)]
+            _arg(len(published)), _arg(len(o.dead)), _arg(ttl_ms),
+            _arg(predictions_minid(layout.predictions_retention_ms))]
     return bulk_command(b"EVALSHA", sha.encode(), b"%d" % len(keys), *map(_arg, keys), *head,
                         *pairs, *(t.encode() for t in o.evicted), *entries)

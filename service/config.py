@@ -24,8 +24,11 @@ class Settings(BaseSettings):
     stream: str = "ticks"
     dead_stream: str = "ticks:dead"
     predictions_stream: str = "predictions"
+    predictions_retention_s: float = Field(
+        60.0, ge=0, description="seconds of the predictions stream kept (by entry time), "
+        "whatever the batch sizes; 0: bounded by PREDICTIONS_MAXLEN only")
     predictions_maxlen: int = Field(
-        1000, ge=0, description="approximate cap in entries (one per batch); 0 = no stream")
+        100_000, ge=0, description="approximate cap in entries (one per batch); 0 = no stream")
     dead_maxlen: int = Field(100_000, ge=1, description="approximate cap of the dead stream")
     group: str = Field("tickstream", description="consumer group advanced to each snapshot's "
                        "cursor, so XINFO GROUPS shows operators the lag")

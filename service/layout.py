@@ -26,13 +26,15 @@ class Layout:
     dead_stream: str
     predictions_stream: str
     predictions_maxlen: int  # 0: no predictions stream
+    predictions_retention_ms: int  # 0: no time bound
     dead_maxlen: int
     group: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> Layout:
         return cls(s.key_prefix, s.stream, s.dead_stream, s.predictions_stream,
-                   s.predictions_maxlen, s.dead_maxlen, s.group)
+                   s.predictions_maxlen, round(s.predictions_retention_s * 1000),
+                   s.dead_maxlen, s.group)
 
     @property
     def owner(self) -> str:

@@ -12,7 +12,9 @@ StartEngine = Callable[..., Engine]
 
 
 def settings(**overrides: object) -> Settings:
-    return Settings(**{"batch_count": 64, "block_ms": 10, **overrides})
+    # every output is checked over the whole test: keep the predictions stream whole
+    return Settings(**{"batch_count": 64, "block_ms": 10, "predictions_retention_s": 0,
+                       **overrides})
 
 
 @pytest.fixture

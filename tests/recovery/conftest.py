@@ -41,6 +41,8 @@ def service_factory(tmp_path: Path, redis_proc: EmbeddedRedis, artifact_dir: Pat
     def make(**settings: str) -> ServiceProcess:
         env = {"TICKSTREAM_REDIS_URL": redis_proc.url, "TICKSTREAM_MODEL_DIR": str(artifact_dir),
                "TICKSTREAM_DATA_DIR": str(tmp_path / "data"), "TICKSTREAM_INITIAL_ROWS": "4",
+               # every output is checked over the whole run: keep them all
+               "TICKSTREAM_PREDICTIONS_RETENTION_S": "0",
                **{f"TICKSTREAM_{k.upper()}": v for k, v in settings.items()}}
         service = ServiceProcess(tmp_path, env)
         made.append(service)

@@ -89,7 +89,7 @@ def read_events(url: str, seconds: float, last_id: str | None = None) -> list[di
 
 def test_the_stream_resumes_across_a_restart_and_misses_nothing(service_factory, redis_proc):
     client = redis.Redis.from_url(redis_proc.url)
-    service = service_factory(batch_count="20", predictions_maxlen="100000")
+    service = service_factory(batch_count="20")
     service.start()
     service.wait_ready()
     url = f"http://127.0.0.1:{service.port}"

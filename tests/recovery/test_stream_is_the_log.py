@@ -41,7 +41,7 @@ def uninterrupted(url: str, artifact_dir) -> tuple[SnapshotData, redis.Redis]:
     client = redis.Redis.from_url(url)
     last = client.xrevrange("ticks", count=1)[0][0].decode()
     engine = Engine(Settings(name="whole", group="whole", predictions_stream="p-whole",
-                             dead_stream="d-whole", predictions_maxlen=1_000_000,
+                             dead_stream="d-whole", predictions_retention_s=0,
                              batch_count=500, initial_rows=4, tick_retention="none"),
                     load_artifact(artifact_dir), url)
     engine.start()
@@ -59,7 +59,7 @@ def test_kills_of_the_engine_and_of_redis_end_as_an_uninterrupted_run(
         service_factory, redis_proc, artifact_dir):
     rng = random.Random(8)
     client = redis.Redis.from_url(redis_proc.url)
-    service = service_factory(batch_count="50", predictions_maxlen="1000000")
+    service = service_factory(batch_count="50")
     ticks = market_ticks(24, 9000, seed=21)
     chunks = [ticks.take(i) for i in np.array_split(np.arange(len(ticks)), 12)]
     replayed = 0  # restarts that found outputs past their snapshot: kills between snapshots
