@@ -13,7 +13,9 @@ import dataclasses
 import datetime
 import math
 import os
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -108,11 +110,23 @@ class Fed:
 
 
 @contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    """A SIGTERM raises SystemExit, so the run still stops its serve and redis-server."""
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def fed_service(name: str, opts: FedOptions, say: Callable[[str], None]) -> Iterator[Fed]:
     """Serve (ready) and feed `opts.rate` ticks/s over `opts.tickers`, each process private
     to the run and stopped on exit; yields once the feed has started."""
     env, rate, tickers = opts.env(), opts.rate, opts.tickers
-    with tempfile.TemporaryDirectory(prefix=f"tickstream-{name}-") as tmp:
+    with stopped_by_sigterm(), tempfile.TemporaryDirectory(prefix=f"tickstream-{name}-") as tmp:
         workdir = Path(tmp)
         say(f"[setup] untrained model H={UNITS}; redis-server (AOF, fsync always)")
         model_dir = untrained_artifact(workdir / "model")
@@ -148,6 +162,7 @@ class RedisFigures:
 
     used_memory: int  # INFO memory, bytes
     dataset: int  # used_memory_dataset: keys and values
+    predictions_bytes: int  # MEMORY USAGE of the predictions stream (part of the dataset)
     clients: int  # mem_clients_normal: client query and output buffers
     rewriting: bool  # aof_rewrite_in_progress
     rewrites: int  # aof_rewrites: AOF rewrites since the server started
@@ -161,21 +176,23 @@ class RedisFigures:
         """The rest of used_memory: Redis's own overhead (startup, AOF buffer, dicts)."""
         return self.used_memory - self.dataset - self.clients
 
-    HEADER = ("used_memory (MiB) | dataset | clients | other | AOF rewrites (running) | "
-              "XLEN ticks | oldest tick (s)")
+    HEADER = ("used_memory (MiB) | dataset | of which predictions | clients | other | "
+              "AOF rewrites (running) | XLEN ticks | oldest tick (s)")
 
     def cells(self) -> str:
         return (f"{self.used_memory / MiB:,.1f} | {self.dataset / MiB:,.1f} | "
-                f"{self.clients / MiB:,.2f} | {self.other / MiB:,.1f} | {self.rewrites}"
+                f"{self.predictions_bytes / MiB:,.1f} | {self.clients / MiB:,.2f} | "
+                f"{self.other / MiB:,.1f} | {self.rewrites}"
                 f"{' (yes)' if self.rewriting else ''} | {self.ticks:,} | {fmt(self.oldest_s)}")
 
 
 def redis_figures(client: redis.Redis) -> RedisFigures:
     pipe = client.pipeline(transaction=False)
     pipe.info("memory").info("persistence").xlen(STREAM).xlen(PREDICTIONS).xlen(DEAD)
-    memory, persistence, ticks, predictions, dead, first = pipe.xrange(STREAM, count=1).execute()
+    pipe.xrange(STREAM, count=1).memory_usage(PREDICTIONS, samples=0)  # exact: every node
+    memory, persistence, ticks, predictions, dead, first, published = pipe.execute()
     oldest = (time.time() - int(first[0][0].split(b"-")[0]) / 1000) if first else None
-    return RedisFigures(memory["used_memory"], memory["used_memory_dataset"],
+    return RedisFigures(memory["used_memory"], memory["used_memory_dataset"], published or 0,
                         memory["mem_clients_normal"], bool(persistence["aof_rewrite_in_progress"]),
                         persistence["aof_rewrites"], ticks, oldest, predictions, dead)
 
@@ -187,8 +204,9 @@ def breakdown(judged: list[RedisFigures]) -> str:
                 f"{statistics.median(values) / MiB:,.2f}")
     rewrites = judged[-1].rewrites - judged[0].rewrites
     running = sum(r.rewriting for r in judged)
-    return (f"breakdown (min/max/median MiB): dataset {span([r.dataset for r in judged])}, "
-            f"clients {span([r.clients for r in judged])}, other "
+    return (f"breakdown (min/max/median MiB): dataset {span([r.dataset for r in judged])} "
+            f"(predictions stream {span([r.predictions_bytes for r in judged])}), clients "
+            f"{span([r.clients for r in judged])}, other "
             f"{span([r.other for r in judged])}; {rewrites} AOF rewrite(s) in the window, "
             f"running at {running} of {len(judged)} samples")
 
@@ -199,14 +217,21 @@ def flat(values: list[float]) -> tuple[float, float]:
     return median, max(100 * abs(v - median) / median for v in values)
 
 
+def table_head(columns: str) -> str:
+    """A Markdown table's first two lines, every column right-aligned."""
+    return f"| {columns} |\n|{'---:|' * (columns.count('|') + 1)}"
+
+
 def machine() -> str:
-    """Date, cores, CPU model and load average: the head line of a report."""
+    """Date, cores, CPU model, load average and commit: the head line of a report."""
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     models = [line.split(":", 1)[1].strip() for line in
               Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent).stdout.strip() or "?"
     return (f"Date: {date}; {os.cpu_count()} cores ({models[0] if models else 'CPU unknown'}); "
-            f"load average at the end {load}")
+            f"load average at the end {load}; HEAD {commit}")
 
 
 def fmt(x: float | None) -> str:

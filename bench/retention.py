@@ -42,6 +42,7 @@ from bench.fed_service import (
     machine,
     redis_figures,
     sample_times,
+    table_head,
 )
 from bench.model import UNITS
 from bench.service import get_json
@@ -78,7 +79,8 @@ def progress(s: Sample) -> str:
     r = s.redis
     return (f"[{s.t_s:4.0f}s] fed {s.sent:,}, applied {fmt(s.applied)}, lag {fmt(s.lag)} | "
             f"redis used_memory {r.used_memory / MiB:,.1f} MiB (dataset "
-            f"{r.dataset / MiB:,.1f}, clients {r.clients / MiB:,.2f}, AOF rewrites "
+            f"{r.dataset / MiB:,.1f}, predictions {r.predictions_bytes / MiB:,.1f}, clients "
+            f"{r.clients / MiB:,.2f}, AOF rewrites "
             f"{r.rewrites}{' running' if r.rewriting else ''}), ticks {r.ticks:,} (oldest "
             f"{fmt(r.oldest_s)}s), predictions {r.predictions:,}, dead {r.dead:,} | "
             f"RSS {s.rss_kb / 1024:,.0f} MiB")
@@ -156,8 +158,8 @@ def table(samples: list[Sample], step_s: float, off: set[float]) -> str:
     rows = [s for i, s in enumerate(samples)
             if i == len(samples) - 1 or i == 0 or s.t_s in off
             or s.t_s // step_s > samples[i - 1].t_s // step_s]
-    lines = [f"| t (s) | fed | applied | lag | {RedisFigures.HEADER} | XLEN predictions "
-             "| XLEN ticks:dead | RSS (MiB) |", "|" + "---:|" * 14]
+    lines = [table_head(f"t (s) | fed | applied | lag | {RedisFigures.HEADER} | "
+                        "XLEN predictions | XLEN ticks:dead | RSS (MiB)")]
     lines += [f"| {s.t_s:,.0f}{' *' if s.t_s in off else ''} | {s.sent:,} | "
               f"{fmt(s.applied)} | {fmt(s.lag)} | {s.redis.cells()} | "
               f"{s.redis.predictions:,} | {s.redis.dead:,} | {s.rss_kb / 1024:,.0f} |"
@@ -171,9 +173,10 @@ def report(opts: Options, samples: list[Sample], verdict: Verdict) -> str:
             f"{opts.rate:,.0f} ticks/s over {opts.tickers:,} tickers for {opts.minutes:g} min, "
             f"TICK_RETENTION {opts.retention_s}s, SNAPSHOT_EVERY_S {opts.snapshot_every_s:g}, "
             f"H = {UNITS}\n"
-            "- used_memory = dataset (keys and values) + clients (mem_clients_normal: query "
-            "and output buffers) + other (Redis's own overhead); AOF rewrites: aof_rewrites "
-            "since the server started, (yes) while one runs")
+            "- used_memory = dataset (keys and values; of which the predictions stream: its "
+            "MEMORY USAGE) + clients (mem_clients_normal: query and output buffers) + other "
+            "(Redis's own overhead); AOF rewrites: aof_rewrites since the server started, "
+            "(yes) while one runs")
     step = 60.0 if opts.minutes >= 5 else opts.every_s  # a row per minute on long runs
     half = TOLERANCE_PCT / 2
     off = ({s.t_s for s in verdict.judged

@@ -48,6 +48,7 @@ from bench.fed_service import (
     machine,
     redis_figures,
     sample_times,
+    table_head,
 )
 from bench.model import UNITS
 from bench.service import get_json, wait_for
@@ -204,15 +205,16 @@ def ms(x: float | None) -> str:
 
 def progress(s: Sample) -> str:
     return (f"[{s.t_s:5.0f}s] RSS {s.rss_kb / 1024:,.0f} MiB | redis used_memory "
-            f"{s.redis.used_memory / MiB:,.1f} MiB (dataset {s.redis.dataset / MiB:,.1f}), "
+            f"{s.redis.used_memory / MiB:,.1f} MiB (dataset {s.redis.dataset / MiB:,.1f}, "
+            f"predictions {s.redis.predictions_bytes / MiB:,.1f}), "
             f"ticks {s.redis.ticks:,} | lag max {fmt(s.max_lag)} | loop errors "
             f"{s.loop_errors} | reads {s.reads:,}, errors {s.http_errors}, p50 {ms(s.p50_ms)} "
             f"p99 {ms(s.p99_ms)} ms | applied {s.applied_per_s:,.0f}/s")
 
 
 def table(samples: list[Sample]) -> str:
-    lines = [f"| t (min) | RSS (MiB) | {RedisFigures.HEADER} | lag (max) | loop errors "
-             "| reads | HTTP errors | p50 (ms) | p99 (ms) | applied/s |", "|" + "---:|" * 16]
+    lines = [table_head(f"t (min) | RSS (MiB) | {RedisFigures.HEADER} | lag (max) | "
+                        "loop errors | reads | HTTP errors | p50 (ms) | p99 (ms) | applied/s")]
     lines += [f"| {s.t_s / 60:,.1f} | {s.rss_kb / 1024:,.0f} | {s.redis.cells()} | "
               f"{fmt(s.max_lag)} | {s.loop_errors} | {s.reads:,} | {s.http_errors} | "
               f"{ms(s.p50_ms)} | {ms(s.p99_ms)} | {s.applied_per_s:,.0f} |" for s in samples]
@@ -338,11 +340,13 @@ def report(opts: Options, samples: list[Sample], verdict: Verdict, plot: str | N
             f"- The service runs with TICKSTREAM_TICK_RETENTION={opts.retention_s} (and "
             f"SNAPSHOT_EVERY_S {opts.snapshot_every_s:g}): the engine trims the tick stream to "
             f"{opts.retention_s}s behind its snapshot, so the stream is bounded (the feed's "
-            "XADDs carry no MAXLEN)\n"
+            "XADDs carry no MAXLEN); the predictions stream is bounded by the service's own "
+            "PREDICTIONS_RETENTION_S (default 60 s)\n"
             f"- Each row covers the interval before it: lag is the largest of /readyz polled "
             f"every {POLL_S:g}s, reads/errors/latency those of that interval (latency from "
-            "when a request was due, client included); used_memory = dataset + clients "
-            "(mem_clients_normal) + other; loop errors since the start")
+            "when a request was due, client included); used_memory = dataset (of which the "
+            "predictions stream) + clients (mem_clients_normal) + other; loop errors since "
+            "the start")
     plot_line = f"\n\n![soak]({plot})" if plot else ""
     return f"{head}\n\n{table(samples)}{plot_line}\n\n{verdict.text()}\n"
 
