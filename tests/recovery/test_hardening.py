@@ -151,7 +151,8 @@ def test_an_oversized_body_is_refused_before_it_is_read(service_factory):
                          ids=["open", "with-keys"])
 def test_schemathesis_finds_no_failure_and_no_server_error(service_factory, tmp_path, keys):
     """Every operation, valid and invalid inputs generated from /openapi.json, every check
-    schemathesis has: the schema must tell the truth, with and without API keys."""
+    schemathesis has: the schema must tell the truth, with and without API keys. The
+    endless event stream is left to its own test (test_dashboard.py), /metrics is text."""
     service = service_factory(**keys)
     service.start()
     service.wait_ready() if not keys else None
@@ -160,7 +161,7 @@ def test_schemathesis_finds_no_failure_and_no_server_error(service_factory, tmp_
     result = subprocess.run(
         [st, "run", f"http://127.0.0.1:{service.port}/openapi.json", "--checks", "all",
          "--max-examples", "30", "--seed", "1", "--request-timeout", "10", *auth,
-         "--exclude-path", "/metrics"],
+         "--exclude-path", "/metrics", "--exclude-path", "/v1/stream"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -21,7 +21,7 @@ from service.prediction_stream import stream_predictions
 router = APIRouter(tags=["predictions"], responses=READ_PROBLEMS)
 
 BLOCK_MS = 1000  # each wait for new entries; a disconnect is noticed within this
-ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+ID_PATTERN = r"^([0-9]{1,20}-[0-9]{1,20})?$"  # empty: not resuming
 
 
 def event(entry_id: str, fields: dict[bytes, bytes], wanted: set[str] | None) -> str | None:
@@ -44,8 +44,8 @@ async def stream(
     request: Request, settings: SettingsDep, redis: RedisBytesDep,
     tickers: Annotated[str | None, Query(pattern=TICKER_LIST,
                                          description="only these tickers")] = None,
-    last_event_id: Annotated[str | None, Header(
-        pattern=ID_PATTERN, description="resume after this event (its `id`)")] = None,
+    last_event_id: Annotated[str, Header(
+        pattern=ID_PATTERN, description="resume after this event (its `id`)")] = "",
 ) -> StreamingResponse:
     """Server-Sent Events: each committed batch's predictions as they are made."""
     wanted = {parse_ticker(t.strip(" ")) for t in tickers.split(",")} if tickers else None
