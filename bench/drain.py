@@ -3,8 +3,9 @@
 The bare consumer is what the engine's throughput is measured against: the same client,
 the same batch size, and nothing but XREADGROUP and XACK. The engine reads with XREAD from
 its own cursor and moves its consumer group only at snapshots, so the group says nothing
-about its progress: a run ends when the engine's committed outputs reach the stream's
-last entry (the `stream_id` its readers are served), a plain attribute read per poll.
+about its progress: a run ends when the engine serves the stream's last entry (the
+`stream_id` of its readers' snapshot) and is ready (nothing left in flight: its outputs
+are committed), plain attribute reads per poll.
 
 AOF bytes are INFO persistence `aof_current_size` before and after a run: every byte
 Redis appended to its AOF (with Redis 7's multi-part AOF, the base plus the incr files).
@@ -107,4 +108,5 @@ def engine_drain(settings: Settings, artifact: Artifact, url: str) -> DrainRun:
         last = last_id(probe, settings.stream)
     finally:
         probe.close()
-    return engine_run(settings, artifact, url, lambda e: e.snapshot.stream_id == last)
+    return engine_run(settings, artifact, url,
+                      lambda e: e.snapshot.stream_id == last and e.ready)

@@ -98,8 +98,9 @@ def get_json(port: int, path: str, conn: http.client.HTTPConnection | None = Non
 
 
 def serves_through(server: Server, entry_id: str | None) -> bool:
-    """The service commits its outputs in stream order: those of `entry_id` are served."""
-    return get_json(server.port, "/readyz").get("stream_id") == entry_id
+    """The service serves `entry_id`'s predictions and has committed every output."""
+    ready = get_json(server.port, "/readyz")
+    return ready.get("stream_id") == entry_id and ready.get("ready") is True
 
 
 def wait_for(condition: Any, what: str, timeout_s: float, every_s: float = 0.05) -> None:

@@ -209,9 +209,10 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        """Redis reachable, replay done and caught up (the last read drained the stream)."""
+        """Redis reachable, replay done, caught up (the last read drained the stream) and
+        every output committed."""
         return (self._connected and self._refusing is None and self._replay is None
-                and self._reader.caught_up)
+                and self._reader.caught_up and self._in_flight is None)
 
     def counters(self) -> Counters:
         """A copy, consistent enough for metrics (each field is one atomic read)."""
@@ -362,7 +363,11 @@ class Engine:
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
         self._replay = Replay(total=behind)
-        self._snapshot = Snapshot.of(predictions, time.time(), out)
+        served = self._snapshot.stream_id
+        if served is None or parse_id(served) < self._output_cursor:
+            # else this process already serves further on (stepped, its commit lost): the
+            # replay commits those very predictions again
+            self._snapshot = Snapshot.of(predictions, time.time(), out)
         self._publish_registry()
         self._set_applied(state.cursor)
         self._connected = True
@@ -420,13 +425,19 @@ class Engine:
         On the link, in order: [commit k-1] [read k+1], both in Redis while batch k is
         stepped; [commit k] goes once k-1 is confirmed, then [read k+2]. A read is sent
         ahead only after a full batch, i.e. while the loop is behind; caught up, each
-        batch goes alone and is published as soon as it is committed.
+        batch goes alone. A batch is published as soon as it is stepped.
         """
         reader = self._reader
         if not self._in_hand and self._in_flight is None and not reader.ahead:
             self._in_hand = reader.read()
         entries, self._in_hand = self._in_hand, []
         prepared = self._prepare(entries) if entries else None
+        if prepared is not None and prepared.packed is not None:
+            # Served at once: every prediction is a function of ticks already durable in
+            # the stream, so a replay after any failure recomputes the very same ones. The
+            # commit only makes its outputs durable (and fences them); waiting for its
+            # fsync before serving would double the latency.
+            self._publish(prepared.outputs)
         self._confirm()
         if prepared is not None:
             if prepared.packed is None:
@@ -534,7 +545,6 @@ class Engine:
         if p.packed is None:
             c.replayed += p.entries
         else:
-            self._publish(p.outputs)
             c.batches += 1
             c.applied += p.outputs.applied
             for d in p.outputs.dead:
@@ -560,7 +570,7 @@ class Engine:
             self._progress.notify_all()
 
     def _publish(self, outputs: Outputs) -> None:
-        """Swap in a new snapshot holding the committed predictions."""
+        """Swap in a new snapshot holding a stepped batch's predictions."""
         old = self._snapshot
         predictions = old.predictions
         if outputs.latest or outputs.evicted:

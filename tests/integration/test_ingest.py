@@ -77,7 +77,9 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
 
 
 def wait_caught_up(engine: Engine, last_id: bytes) -> None:
+    """Served up to `last_id` and every output committed (served comes first)."""
     wait_for(lambda: engine.snapshot.stream_id == last_id.decode(), f"cursor {last_id!r}")
+    wait_for(lambda: engine.ready or not engine.status()["connected"], "outputs committed")
 
 
 def normalised(artifact: Artifact, prediction: float | np.ndarray) -> np.ndarray:

@@ -111,5 +111,6 @@ def test_a_second_engine_stands_by_until_the_first_lets_go(
     assert not new.snapshot.predictions  # standing by: nothing restored, nothing applied
     old.stop()
     last = xadd(redis_client, second.take(np.arange(150, 300)))
-    wait_for(lambda: new.snapshot.stream_id == last.decode(), "the standby took over")
+    wait_for(lambda: new.snapshot.stream_id == last.decode() and new.ready,
+             "the standby took over")
     assert_checkpoint_matches_keras(redis_client, artifact_dir, ticks)
