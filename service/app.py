@@ -70,6 +70,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.event_cache = stream.EventCache()  # /v1/stream: decoded once per entry
     # The hot reads' routes go on the app itself: FastAPI matches an included router's
     # routes through a nested router: ~20 us of a ~105 us GET, measured in-process.
     app.router.routes.extend(predictions.router.routes)
