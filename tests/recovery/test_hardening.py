@@ -59,17 +59,34 @@ def wait_until(check, what: str, timeout: float = 30.0):
     return value
 
 
-def test_redis_refusing_writes_stops_commits_then_resumes_exactly(
-        service_factory, redis_proc, artifact_dir):
+def half_applied(service_factory, redis_proc, seed: int):
+    """A service that applied half of a market, a reader on it; the other half to send."""
     client = redis.Redis.from_url(redis_proc.url)
     service = service_factory(batch_count="100")
     service.start()
-    first, second = (market_ticks(12, 4000, seed=31).take(i)
+    first, second = (market_ticks(12, 4000, seed=seed).take(i)
                      for i in np.array_split(np.arange(4000), 2))
     in_one_step(client, first)
     service.wait_applied(len(first))
     reader = Reader(f"http://127.0.0.1:{service.port}", first.ticker[0])
     reader.start()
+    return client, service, second, reader
+
+
+def ends_exact(client: redis.Redis, service, reader: Reader, artifact_dir) -> None:
+    """Every tick applied as batch-size-1 Keras would, published once; every read answered
+    fast all along."""
+    valid = valid_ticks_in_stream(client)
+    served = service.wait_applied(len(valid))
+    codes, slowest = reader.stop()
+    assert codes == {200} and slowest < 0.1, (codes, slowest)
+    assert_served_equals_keras(served, artifact_dir, valid)
+    assert_each_tick_published_once(client, len(valid))
+
+
+def test_redis_refusing_writes_stops_commits_then_resumes_exactly(
+        service_factory, redis_proc, artifact_dir):
+    client, service, second, reader = half_applied(service_factory, redis_proc, seed=31)
     # the second half arrives, and in the same step Redis hits maxmemory (noeviction)
     in_one_step(client, second, ("CONFIG", "SET", "maxmemory-policy", "noeviction"),
                 ("CONFIG", "SET", "maxmemory", "1"))
@@ -83,36 +100,18 @@ def test_redis_refusing_writes_stops_commits_then_resumes_exactly(
     time.sleep(2)  # a while refused: the loop retries, applies nothing twice
     client.config_set("maxmemory", 0)
 
-    valid = valid_ticks_in_stream(client)
-    served = service.wait_applied(len(valid))
-    codes, slowest = reader.stop()
-    assert codes == {200} and slowest < 0.1, (codes, slowest)
-    assert_served_equals_keras(served, artifact_dir, valid)
-    assert_each_tick_published_once(client, len(valid))
+    ends_exact(client, service, reader, artifact_dir)
 
 
 def test_a_paused_redis_keeps_reads_fast_and_ends_exact(service_factory, redis_proc,
                                                          artifact_dir):
-    client = redis.Redis.from_url(redis_proc.url)
-    service = service_factory(batch_count="100")
-    service.start()
-    first, second = (market_ticks(12, 4000, seed=32).take(i)
-                     for i in np.array_split(np.arange(4000), 2))
-    in_one_step(client, first)
-    service.wait_applied(len(first))
-    reader = Reader(f"http://127.0.0.1:{service.port}", first.ticker[0])
-    reader.start()
+    client, service, second, reader = half_applied(service_factory, redis_proc, seed=32)
     in_one_step(client, second, ("CLIENT", "PAUSE", "5000", "ALL"))
     time.sleep(1)
     assert service.http.get("/readyz").status_code == 503  # its PING times out, fast
     time.sleep(4.5)
 
-    valid = valid_ticks_in_stream(client)
-    served = service.wait_applied(len(valid))
-    codes, slowest = reader.stop()
-    assert codes == {200} and slowest < 0.1, (codes, slowest)
-    assert_served_equals_keras(served, artifact_dir, valid)
-    assert_each_tick_published_once(client, len(valid))
+    ends_exact(client, service, reader, artifact_dir)
 
 
 def rss_kb(pid: int) -> int:
