@@ -432,12 +432,6 @@ class Engine:
             self._in_hand = reader.read()
         entries, self._in_hand = self._in_hand, []
         prepared = self._prepare(entries) if entries else None
-        if prepared is not None and prepared.packed is not None:
-            # Served at once: every prediction is a function of ticks already durable in
-            # the stream, so a replay after any failure recomputes the very same ones. The
-            # commit only makes its outputs durable (and fences them); waiting for its
-            # fsync before serving would double the latency.
-            self._publish(prepared.outputs)
         self._confirm()
         if prepared is not None:
             if prepared.packed is None:
@@ -445,7 +439,14 @@ class Engine:
             else:
                 prepared.sent_at = time.monotonic()
                 self._link.send(prepared.packed, 1)
-                self._in_flight = prepared
+                self._in_flight = prepared  # first: `ready` must not see it as committed
+                # Served at once: every prediction is a function of ticks already durable
+                # in the stream, so a replay after any failure recomputes the very same
+                # ones. The commit only makes its outputs durable (and fences them);
+                # waiting for its fsync before serving would double the latency.
+                self._publish(prepared.outputs)
+                if prepared.tickers_changed:  # the rows of the tickers just served
+                    self._publish_registry()
         last_read = entries
         if reader.ahead:
             self._in_hand = last_read = reader.take_ahead()
@@ -459,19 +460,24 @@ class Engine:
             self._snapshot = replace(self._snapshot, fresh_at=time.time())
 
     def _confirm(self) -> None:
-        """Wait for the commit in flight; once Redis has it, publish it."""
-        if self._in_flight is not None:
-            prepared, self._in_flight = self._in_flight, None
+        """Wait for the commit in flight; once Redis has it, count the batch."""
+        prepared = self._in_flight
+        if prepared is not None:
             t0 = time.perf_counter()
             try:
                 self._link.read()
             except redis.ResponseError as e:
+                self._in_flight = None
                 raise_if_lease_lost(e)
+                raise
+            except BaseException:
+                self._in_flight = None
                 raise
             self._counters.commit_seconds += time.perf_counter() - t0
             self._lease.renewed_at = max(self._lease.renewed_at, prepared.sent_at)
             self._refusing = None  # Redis took a write
             self._committed(prepared)
+            self._in_flight = None  # last: `ready` then sees the batch counted
 
     def _settle(self) -> None:
         """Nothing left in flight: the last commit confirmed, the read ahead taken."""
@@ -558,7 +564,7 @@ class Engine:
             if time.monotonic() - replay.logged_at >= REPLAY_LOG_S:
                 replay.logged_at = time.monotonic()
                 log.info("ingest: %s", replay)
-        if p.tickers_changed:
+        if p.tickers_changed and p.packed is None:  # a live batch's went with its outputs
             self._publish_registry()
         c.step_seconds += p.step_seconds
         c.last_batch_seconds = time.perf_counter() - p.started
