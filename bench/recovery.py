@@ -41,6 +41,7 @@ from bench.drain import DrainRun, engine_drain, engine_run
 from bench.service import get_json, serves_through, tickstream_serve, wait_for
 from bench.traffic import fill, tick_fields
 from models.artifact import Artifact
+from models.online import OnlineLearner
 from service.config import Settings
 from service.embedded_redis import EmbeddedRedis
 from service.layout import Layout
@@ -178,13 +179,15 @@ def measure_snapshot(server: EmbeddedRedis, artifact: Artifact, tickers: int, ti
         assert data is not None
         registry = Registry(settings.initial_rows, settings.max_tickers, None,
                             {t: i for i, t in enumerate(data.tickers)})
-        state = RowState.from_snapshot(artifact, registry, data)
+        learner = OnlineLearner(artifact.model, settings.learn_config, 1)
+        state = RowState.from_snapshot(artifact, registry, learner, settings.learn,
+                                       settings.eval_halflife, data)
         client.config_set("slowlog-log-slower-than", 0)
         client.config_set("slowlog-max-len", SLOWLOG_LEN)
         costs = []
         for r in range(rounds):
             t0 = time.perf_counter()
-            captured = state.capture(version)
+            captured = state.capture()
             capture_s = time.perf_counter() - t0
             client.slowlog_reset()
             written = store.write(captured)

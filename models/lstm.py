@@ -117,13 +117,18 @@ class LSTMStepper:
 
     def __init__(self, layers: list[LayerWeights], head_w: np.ndarray, head_b: np.ndarray,
                  n_rows: int) -> None:
+        self.set_weights(layers, head_w, head_b)
+        self.h = [np.zeros((n_rows, lw.units), STATE_DTYPE) for lw in layers]
+        self.c = [np.zeros((n_rows, lw.units), STATE_DTYPE) for lw in layers]
+
+    def set_weights(self, layers: list[LayerWeights], head_w: np.ndarray,
+                    head_b: np.ndarray) -> None:
+        """New weights (online learning), same shapes; the rows' state stays as it is."""
         self.layers = layers
         self.head_w = head_w  # (H_last,)
         self.head_b = head_b  # (1,)
         # with 0.5 as an array, not a scalar: no conversion per call (see `step_ticks`)
         self._fused = [(_fused(lw), np.full(3 * lw.units, 0.5, STATE_DTYPE)) for lw in layers]
-        self.h = [np.zeros((n_rows, lw.units), STATE_DTYPE) for lw in layers]
-        self.c = [np.zeros((n_rows, lw.units), STATE_DTYPE) for lw in layers]
 
     @classmethod
     def from_keras(cls, model: keras.Model, n_rows: int | None = None) -> LSTMStepper:

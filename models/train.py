@@ -185,8 +185,10 @@ def evaluate(artifact: Artifact, ticks: TickTable, from_fraction: float = 0.0
     return float(np.sqrt(np.mean(e**2))), float(np.sqrt(np.mean(z**2)))
 
 
-def synthetic_ticks(n_tickers: int, ticks_per_ticker: int, seed: int) -> TickTable:
-    return SyntheticMarket(n_tickers, seed).ticks(n_tickers * ticks_per_ticker)
+def synthetic_ticks(n_tickers: int, ticks_per_ticker: int, seed: int,
+                    regime_every: int | None = None) -> TickTable:
+    market = SyntheticMarket(n_tickers, seed, regime_every=regime_every)
+    return market.ticks(n_tickers * ticks_per_ticker)
 
 
 def ensure_default_model(directory: Path) -> Path:

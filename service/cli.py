@@ -290,6 +290,11 @@ def train(
     tickers: Annotated[int, typer.Option(min=1, help="with --synthetic")] = 20,
     ticks_per_ticker: Annotated[int, typer.Option(min=2, help="with --synthetic")] = 400,
     seed: Annotated[int, typer.Option(help="market and weight-init seed")] = 0,
+    regime_every: Annotated[int | None, typer.Option(
+        min=1, metavar="TICKS", help="with --synthetic: every TICKS ticks (all tickers) the "
+        "market changes regime: new AR(1) coefficients, sign flipped, and volatilities; "
+        "default: never")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="default: TrainConfig's")] = None,
     units: Annotated[list[str] | None, typer.Option(
         help="units per LSTM layer: --units 32 --units 16 or --units 32,16; "
@@ -315,8 +320,9 @@ def train(
     if csv is not None:
         ticks, source = _read_csv(csv), f"csv {csv}"
     else:
-        ticks = synthetic_ticks(tickers, ticks_per_ticker, seed)
-        source = f"synthetic tickers={tickers} seed={seed}"
+        ticks = synthetic_ticks(tickers, ticks_per_ticker, seed, regime_every)
+        source = f"synthetic tickers={tickers} seed={seed}" + (
+            "" if regime_every is None else f" regime_every={regime_every}")
 
     try:
         artifact, _ = fit(ticks, TrainConfig(**config_kwargs), out, verbose=2, source=source)
@@ -345,6 +351,11 @@ def feed(
     count: Annotated[int | None, typer.Option(
         min=1, help="with --synthetic: stop after this many; default: never")] = None,
     seed: Annotated[int, typer.Option(help="with --synthetic")] = 0,
+    regime_every: Annotated[int | None, typer.Option(
+        min=1, metavar="TICKS", help="with --synthetic: every TICKS ticks (all tickers) the "
+        "market changes regime: new AR(1) coefficients, sign flipped, and volatilities; "
+        "default: never")
+    ] = None,
     speed: Annotated[float, typer.Option(
         min=0, help="with --csv: times real time; 0 = as fast as possible")] = 1.0,
     redis_url: Annotated[str | None, typer.Option(
@@ -376,7 +387,7 @@ def feed(
                 feed_replay(client, settings.stream, table, speed, stop, typer.echo, str(csv))
             else:
                 feed_synthetic(client, settings.stream, tickers, rate, count, seed, stop,
-                               typer.echo)
+                               typer.echo, regime_every=regime_every)
         except redis.RedisError as e:
             typer.echo(f"Redis error, feed stopped: {e}", err=True)
             raise typer.Exit(1) from None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from models.online import LearnConfig
 
 
 class Settings(BaseSettings):
@@ -59,6 +62,20 @@ class Settings(BaseSettings):
     accept_gap: bool = Field(
         False, description="start even if entries after the snapshot were trimmed away")
 
+    # online learning and live evaluation (models/online.py, models/evaluation.py)
+    learn: bool = Field(True, description="learn online from each prediction's target as it "
+                        "arrives; false: the weights stay as they are")
+    learn_window: int = Field(16, ge=1, le=1024,
+                              description="ticks per training chunk (truncated BPTT length)")
+    learn_batch: int = Field(32, ge=1, le=4096, description="chunks per optimizer step")
+    learn_rate: float = Field(1e-3, gt=0, le=1, description="Adam's learning rate")
+    learn_clipnorm: float = Field(1.0, gt=0, description="gradients clipped to this global norm")
+    learn_max_loss_ratio: float = Field(
+        10.0, gt=1, description="an update whose loss exceeds this x the running loss is "
+        "skipped (and counted): one bad tick must not blow the weights up")
+    eval_halflife: float = Field(100.0, gt=0, description="half-life, in a ticker's ticks, "
+                                 "of the exponentially weighted live scores")
+
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -76,6 +93,13 @@ class Settings(BaseSettings):
         if v is not None and len(v.get_secret_value().strip()) < 8:
             raise ValueError("an API key must be at least 8 characters when set")
         return v
+
+    @property
+    def learn_config(self) -> LearnConfig:
+        from models.online import LearnConfig  # TensorFlow: not for `--help`
+
+        return LearnConfig(self.learn_window, self.learn_batch, self.learn_rate,
+                           self.learn_clipnorm, self.learn_max_loss_ratio)
 
     @property
     def tick_retention_ms(self) -> int | None:

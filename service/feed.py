@@ -65,10 +65,14 @@ def feed_synthetic(
     stop: threading.Event | None = None,
     echo: Callable[[str], None] = print,
     every_s: float = 5.0,
+    regime_every: int | None = None,
 ) -> int:
-    """Send `rate` ticks/s (0: as fast as possible) until `count` are sent or `stop` is set."""
+    """Send `rate` ticks/s (0: as fast as possible) until `count` are sent or `stop` is set.
+
+    `regime_every`: the market's coefficients change every that many ticks (None: never).
+    """
     stop = stop or threading.Event()
-    market = SyntheticMarket(tickers, seed)
+    market = SyntheticMarket(tickers, seed, regime_every=regime_every)
     progress = Progress(f"synthetic {tickers} tickers", echo, every_s)
     while not stop.is_set() and (count is None or progress.sent < count):
         elapsed = time.monotonic() - progress.start

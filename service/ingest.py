@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -31,20 +31,13 @@ import numpy as np
 import redis
 
 from models.artifact import Artifact
+from models.online import OnlineLearner
 from models.ticks import InvalidTick, normalize_ticker
 from service import malloc
-from service.admit import admit
-from service.commit import COMMIT_LUA, DeadLetter, Outputs, commit_command, raise_if_lease_lost
+from service.apply import apply_entries
+from service.commit import COMMIT_LUA, Outputs, commit_command, raise_if_lease_lost
 from service.config import Settings
-from service.entries import (
-    CONTROL,
-    Parsed,
-    RawEntry,
-    TickerCache,
-    fields_of,
-    parse_entries,
-    stream_ms,
-)
+from service.entries import CONTROL, RawEntry, TickerCache, parse_entries, stream_ms
 from service.histogram import Histogram
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
@@ -120,7 +113,8 @@ class Engine:
     def __init__(self, settings: Settings, artifact: Artifact, redis_url: str) -> None:
         self.settings = settings
         self.artifact = artifact
-        self.model_version = artifact.meta.model_version
+        self.base_version = artifact.meta.model_version
+        self._learner = OnlineLearner(artifact.model, settings.learn_config, 1)
         self._row_floats = artifact.stepper(1).row_state_size
         self._layout = Layout.from_settings(settings)
         self._recycle_ms = (None if settings.recycle_idle_s is None
@@ -137,7 +131,7 @@ class Engine:
         self._standby = False  # another engine holds the lease: wait, read nothing
         self._names = TickerCache()
         # loop-thread state, replaced whole by _restore
-        self._state = RowState.empty(artifact, self._new_registry({}))
+        self._state = self._new_state(self._new_registry({}))
         self._output_cursor = NO_CURSOR  # outputs of entries up to here are in Redis
         self._in_hand: list[RawEntry] = []  # read, not yet prepared
         self._in_flight: _Prepared | None = None  # sent, not yet confirmed
@@ -202,6 +196,10 @@ class Engine:
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    @property
+    def model_version(self) -> str:
+        return self._state.model_version
 
     @property
     def max_tickers(self) -> int:
@@ -343,16 +341,18 @@ class Engine:
         client, lay = self._client, self._layout
         self._store.load_scripts()
         self._commit_sha = client.script_load(COMMIT_LUA)
-        data = self._store.load(self._row_floats, self.model_version)
+        data = self._store.load(self._row_floats, self.base_version)
         fresh = data is None
         if data is None:
             data = self._first_snapshot()
         registry = self._new_registry({t: i for i, t in enumerate(data.tickers)})
-        state = RowState.from_snapshot(self.artifact, registry, data)
+        s = self.settings
+        state = RowState.from_snapshot(self.artifact, registry, self._learner, s.learn,
+                                       s.eval_halflife, data)
         behind = self._check_gap(state)
         out_raw, pred_raw = client.get(lay.output_cursor), client.hgetall(lay.predictions)
         out = out_raw.decode() if out_raw else None
-        predictions = {k.decode(): decode_prediction(k.decode(), v, self.model_version)
+        predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
                        for k, v in pred_raw.items()}
         self._state = state
         self._output_cursor = parse_id(out) if out else NO_CURSOR
@@ -384,7 +384,7 @@ class Engine:
         START_FROM says. Written at once, so the start position is pinned."""
         client, lay, s = self._client, self._layout, self.settings
         if has_legacy_state(client, lay):
-            data = load_legacy(client, lay, self._row_floats, self.model_version)
+            data = load_legacy(client, lay, self._row_floats, self.base_version)
             data = replace(data, entries_read=entries_read_at(client, s.stream, data.cursor))
             self._store.write(data)
             drop_legacy(client, lay)
@@ -393,7 +393,7 @@ class Engine:
             return data
         cursor = None if s.start_from == "begin" else last_id(client, s.stream)
         empty = np.zeros(0)
-        data = SnapshotData(self.model_version, cursor,
+        data = SnapshotData(self.base_version, cursor,
                             entries_read_at(client, s.stream, cursor), [],
                             np.zeros((0, self._row_floats), np.float32), empty,
                             empty.astype(np.int64), empty.astype(np.int64))
@@ -500,10 +500,9 @@ class Engine:
         replayed = cursor <= self._output_cursor  # its outputs are in Redis already
         parsed = parse_entries(entries, self._names)
         registry_size = len(state.registry)
-        if parsed.controls:
-            outputs, step_s = self._apply_with_controls(entries, parsed, not replayed)
-        else:
-            outputs, step_s = self._apply(entries, parsed, not replayed)
+        publish = not replayed and bool(self._layout.predictions_maxlen)
+        outputs, step_s = apply_entries(state, self.artifact, self._names, entries, parsed,
+                                        publish)
         outputs.cursor = last
         state.cursor = cursor
         if state.entries_read is not None:
@@ -515,35 +514,6 @@ class Engine:
                          tickers_changed=(len(state.registry) != registry_size
                                           or bool(outputs.evicted)),
                          step_seconds=step_s, started=t0)
-
-    def _apply(self, entries: Sequence[RawEntry], parsed: Parsed | None,
-               publish: bool) -> tuple[Outputs, float]:
-        """One run of ticks without control entries: admit, step, outputs."""
-        b = admit(entries, parsed, self._state, self._names)
-        t0 = time.perf_counter()
-        publish = publish and bool(self._layout.predictions_maxlen)
-        o = self._state.step(b, self.artifact, publish) if len(b.rows) else Outputs()
-        o.applied = len(b.rows)
-        o.evicted = b.evicted
-        o.dead = [DeadLetter(fields_of(entries[i][1]), reason, entries[i][0].decode())
-                  for i, reason in b.dead]
-        return o, time.perf_counter() - t0
-
-    def _apply_with_controls(self, entries: list[RawEntry], parsed: Parsed,
-                             publish: bool) -> tuple[Outputs, float]:
-        """Ticks up to each control entry, the control, then the rest: stream order."""
-        outputs, step_s, start = Outputs(), 0.0, 0
-        for i, control in [*parsed.controls, (len(entries), None)]:
-            if i > start:
-                o, s = self._apply(entries[start:i], None, publish)
-                outputs.merge(o)
-                step_s += s
-            if control is not None:
-                row = self._state.registry.row(control.ticker)
-                if row is not None:  # an unknown ticker has no memory to reset
-                    self._state.reset_memory(row)
-            start = i + 1
-        return outputs, step_s
 
     def _committed(self, p: _Prepared) -> None:
         """Its outputs are in Redis (or were, before a restore): the batch counts."""
@@ -611,14 +581,14 @@ class Engine:
         if self._state.cursor == self._snapshot_cursor:
             return
         self._snapshot_cursor, self._since_snapshot = self._state.cursor, 0
-        writer.submit(self._state.capture(self.model_version))
+        writer.submit(self._state.capture())
 
     def _final_snapshot(self) -> None:
         """At a clean stop: everything applied goes into a snapshot, so a restart replays
         nothing."""
         self._snapshots.collect(wait=True)
         if self._state.cursor != self._snapshot_cursor:
-            self._snapshots.submit(self._state.capture(self.model_version))
+            self._snapshots.submit(self._state.capture())
             self._snapshots.collect(wait=True)
 
     def _serve_captures(self) -> None:
@@ -626,7 +596,7 @@ class Engine:
             done = self._captures.get_nowait()
             if done.set_running_or_notify_cancel():
                 self._settle()
-                done.set_result(self._state.capture(self.model_version))
+                done.set_result(self._state.capture())
 
     def _poll_lag(self) -> None:
         """Lag = entries added to the stream and not yet read. Caught up at the stream's
@@ -647,6 +617,10 @@ class Engine:
             self._counters.lag = 0
         else:
             self._counters.lag = max(0, added - state.entries_read)
+
+    def _new_state(self, registry: Registry) -> RowState:
+        s = self.settings
+        return RowState.empty(self.artifact, registry, self._learner, s.learn, s.eval_halflife)
 
     def _new_registry(self, rows: dict[str, Row]) -> Registry:
         s = self.settings

@@ -7,13 +7,18 @@ unless switched in. The switch is one fenced Lua call: it makes the generation c
 drops the previous one, advances the consumer group to the cursor (so XINFO GROUPS shows
 operators the lag) and trims the tick stream behind the cursor (TICK_RETENTION).
 
-A generation (format `tickstream.snapshot.v1`, every number little-endian):
+A generation (format `tickstream.snapshot.v2`, every number little-endian):
   header   JSON: format, model_version, cursor, entries_read, tickers (k), row_floats (S),
-           pieces, sha256 (of every other field's bytes, in the order listed here), taken_at_ms
+           pieces, arrays ([name, dtype, shape, pieces] each), sha256 (of every other
+           field's bytes, in the order listed here), taken_at_ms
   tickers  the k tickers in row order, joined by "\\n" (row i is line i)
   last     k x float64 last price, then k x int64 last ts (epoch ms); price 0: no tick yet
   steps    k x int64 ticks applied to each row
   rows:<j> piece j of the (k, S) float32 matrix of h_0, c_0, h_1, c_1, ... per row
+  array:<name>:<j>  piece j of a named array, C order, of the dtype the header names:
+           the learner's weights, optimizer and chunk state (`learn.*`), the live scores
+           (`eval.*`); see models/online.py and models/evaluation.py
+A v1 generation (no arrays) is still read: it holds no learning or scores yet.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis
@@ -34,7 +39,9 @@ from service.layout import Layout
 from service.records import StateError, parse_id
 from service.types import StreamId
 
-FORMAT = "tickstream.snapshot.v1"
+FORMAT = "tickstream.snapshot.v2"
+READABLE = (FORMAT, "tickstream.snapshot.v1")
+ARRAY_DTYPES = {"<f4", "<f8", "<i8", "|b1"}  # all a snapshot needs; nothing that holds objects
 PIECE_BYTES = 1 << 20  # per HSET: Redis copies ~1 MB in well under a millisecond
 PENDING_TTL_MS = 600_000  # a generation never switched in (its writer died) goes away
 
@@ -84,6 +91,7 @@ class SnapshotData:
     last_price: np.ndarray  # (k,) float64
     last_ts: np.ndarray  # (k,) int64
     steps: np.ndarray  # (k,) int64
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)  # learner and scores
 
 
 @dataclass(frozen=True)
@@ -110,14 +118,27 @@ def encode(data: SnapshotData) -> dict[str, bytes]:
                  + np.asarray(data.last_ts, "<i8").tobytes()),
         "steps": np.asarray(data.steps, "<i8").tobytes(),
     }
-    n_pieces = -(-len(body) // width) if body else 0
-    for j in range(n_pieces):
-        fields[f"rows:{j}"] = body[j * width : (j + 1) * width]
+    n_pieces = _put_pieces(fields, "rows", body, width)
+    arrays = []
+    for name, value in data.arrays.items():
+        a = np.asarray(value, value.dtype.newbyteorder("<"), order="C")
+        if a.dtype.str not in ARRAY_DTYPES:
+            raise ValueError(f"snapshot array {name} has dtype {a.dtype}")
+        arrays.append([name, a.dtype.str, list(a.shape),
+                       _put_pieces(fields, f"array:{name}", a.tobytes(), PIECE_BYTES)])
     header = {"format": FORMAT, "model_version": data.model_version, "cursor": data.cursor,
               "entries_read": data.entries_read, "tickers": k, "row_floats": s,
-              "pieces": n_pieces, "sha256": _digest(fields),
+              "pieces": n_pieces, "arrays": arrays, "sha256": _digest(fields),
               "taken_at_ms": round(time.time() * 1000)}
     return {**fields, "header": json.dumps(header).encode()}
+
+
+def _put_pieces(fields: dict[str, bytes], prefix: str, body: bytes, width: int) -> int:
+    """`body` as fields prefix:0, prefix:1, ... of at most `width` bytes; returns how many."""
+    n = -(-len(body) // width) if body else 0
+    for j in range(n):
+        fields[f"{prefix}:{j}"] = body[j * width : (j + 1) * width]
+    return n
 
 
 def _digest(fields: Mapping[str, bytes]) -> str:
@@ -132,9 +153,9 @@ def decode(raw: Mapping[bytes, bytes], row_floats: int, model_version: str,
     """A generation's fields -> SnapshotData, refusing what this model must not resume."""
     try:
         header = json.loads(raw[b"header"])
-        if header.get("format") != FORMAT:
+        if header.get("format") not in READABLE:
             raise StateError(f"snapshot {where} is {header.get('format')!r}; this code "
-                             f"reads {FORMAT}")
+                             f"reads {', '.join(READABLE)}")
         if header["model_version"] != model_version:
             raise StateError(
                 f"the state in {where} was written by model {header['model_version']}, this is "
@@ -144,6 +165,12 @@ def decode(raw: Mapping[bytes, bytes], row_floats: int, model_version: str,
         fields = {"tickers": raw[b"tickers"], "last": raw[b"last"], "steps": raw[b"steps"]}
         for j in range(int(header["pieces"])):
             fields[f"rows:{j}"] = raw[f"rows:{j}".encode()]
+        listed = header.get("arrays", [])
+        for name, dtype, _, pieces in listed:
+            if dtype not in ARRAY_DTYPES:
+                raise ValueError(f"array {name} has dtype {dtype}")
+            for j in range(int(pieces)):
+                fields[f"array:{name}:{j}"] = raw[f"array:{name}:{j}".encode()]
     except (KeyError, ValueError, TypeError) as e:
         raise StateError(f"snapshot {where} is damaged: {type(e).__name__}: {e}") from None
     if _digest(fields) != header["sha256"]:
@@ -155,13 +182,20 @@ def decode(raw: Mapping[bytes, bytes], row_floats: int, model_version: str,
     body = b"".join(fields[f"rows:{j}"] for j in range(int(header["pieces"])))
     if len(tickers) != k or len(body) != 4 * k * s or len(fields["last"]) != 16 * k:
         raise StateError(f"snapshot {where}: sizes do not match its {k} tickers")
+    arrays = {}
+    for name, dtype, shape, pieces in listed:
+        blob = b"".join(fields[f"array:{name}:{j}"] for j in range(int(pieces)))
+        try:
+            arrays[name] = np.frombuffer(blob, dtype).reshape(shape).astype(dtype[1:])
+        except ValueError as e:
+            raise StateError(f"snapshot {where}: array {name}: {e}") from None
     return SnapshotData(
         model_version=model_version, cursor=header["cursor"],
         entries_read=header["entries_read"], tickers=tickers,
         rows=np.frombuffer(body, "<f4").reshape(k, s).astype(np.float32),
         last_price=np.frombuffer(fields["last"], "<f8", k).astype(np.float64),
         last_ts=np.frombuffer(fields["last"], "<i8", k, 8 * k).astype(np.int64),
-        steps=np.frombuffer(fields["steps"], "<i8").astype(np.int64))
+        steps=np.frombuffer(fields["steps"], "<i8").astype(np.int64), arrays=arrays)
 
 
 def trim_minid(cursor: StreamId | None, retention_ms: int | None) -> str | None:

@@ -1,9 +1,10 @@
 """The engine's state: everything the stream prefix up to `cursor` determines.
 
 Registry (ticker -> row), every row's h and c, each row's last tick and step count, the
-cursor and how many stream entries that is. `step` applies an admitted batch and returns
-its outputs; `capture` / `from_snapshot` are the two things recovery needs (as Flink's
-snapshotState / initializeState).
+learner (weights, optimizer, chunks: models/online.py), the live scores
+(models/evaluation.py), the cursor and how many stream entries that is. `step` applies an
+admitted batch and returns its outputs; `capture` / `from_snapshot` are the two things
+recovery needs (as Flink's snapshotState / initializeState).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from itertools import repeat
 import numpy as np
 
 from models.artifact import Artifact
+from models.evaluation import Evaluator
 from models.features import LastTicks, compute_features
-from models.lstm import LSTMStepper
+from models.lstm import STATE_DTYPE, LSTMStepper
+from models.online import OnlineLearner
 from service import prediction_stream
 from service.admit import Batch
 from service.commit import Outputs
-from service.records import format_id, parse_id
+from service.records import StateError, format_id, parse_id
 from service.registry import Registry
 from service.snapshot import Prediction
 from service.snapshots import SnapshotData
@@ -34,68 +37,120 @@ class RowState:
     stepper: LSTMStepper
     last: LastTicks
     steps: np.ndarray  # (N,) int64 ticks applied to each row
+    learner: OnlineLearner  # holds the weights; learns only if `learning`
+    learning: bool
+    evaluator: Evaluator
+    base_version: str  # the artifact's model_version
     cursor: tuple[int, int] = NO_CURSOR  # the last stream entry applied
     entries_read: int | None = None  # entries ever added to the stream up to the cursor
 
     @classmethod
-    def empty(cls, artifact: Artifact, registry: Registry) -> RowState:
+    def empty(cls, artifact: Artifact, registry: Registry, learner: OnlineLearner,
+              learning: bool, eval_halflife: float) -> RowState:
+        """A fresh state; `learner` (the engine keeps one: its tf.function is traced once)
+        goes back to the artifact's weights."""
         n = registry.capacity
+        learner.reset(n)
         w = artifact.stepper(1)
         return cls(registry, LSTMStepper(w.layers, w.head_w, w.head_b, n), LastTicks.empty(n),
-                   np.zeros(n, np.int64))
+                   np.zeros(n, np.int64), learner, learning, Evaluator(n, eval_halflife),
+                   artifact.meta.model_version)
 
     @classmethod
-    def from_snapshot(cls, artifact: Artifact, registry: Registry,
-                      data: SnapshotData) -> RowState:
+    def from_snapshot(cls, artifact: Artifact, registry: Registry, learner: OnlineLearner,
+                      learning: bool, eval_halflife: float, data: SnapshotData) -> RowState:
         """`registry` must already hold data.tickers in row order."""
-        state = cls.empty(artifact, registry)
-        rows = np.arange(len(data.tickers))
+        state = cls.empty(artifact, registry, learner, learning, eval_halflife)
+        k = len(data.tickers)
+        rows = np.arange(k)
         state.stepper.set_rows(rows, data.rows)
         state.last.price[rows], state.last.ts_ms[rows] = data.last_price, data.last_ts
         state.steps[rows] = data.steps
+        if "learn.weight.0" in data.arrays:
+            window = learner.config.window
+            if data.arrays["learn.pend_x"].shape[1:2] != (window,):
+                raise StateError(
+                    f"the snapshot's chunks are {data.arrays['learn.pend_x'].shape[1]} ticks "
+                    f"long; LEARN_WINDOW is {window}: set it back, or start a new state")
+            learner.import_state(data.arrays, k)
+            learner.load_into(state.stepper)
+        state.evaluator.import_state(data.arrays, k)
         state.cursor = parse_id(data.cursor) if data.cursor else NO_CURSOR
         state.entries_read = data.entries_read
         return state
 
     @property
+    def model_version(self) -> str:
+        """`<base>+<updates>` once the weights have learned; the artifact's before."""
+        updates = self.learner.counts.updates
+        return f"{self.base_version}+{updates}" if updates else self.base_version
+
+    @property
     def cursor_id(self) -> StreamId | None:
         return None if self.cursor == NO_CURSOR else format_id(self.cursor)
 
-    def capture(self, model_version: str) -> SnapshotData:
+    def capture(self) -> SnapshotData:
         """A copy of the state as it is now, for a snapshot written on another thread."""
         k = len(self.registry)
         rows = np.arange(k)
-        return SnapshotData(model_version, self.cursor_id, self.entries_read,
+        return SnapshotData(self.base_version, self.cursor_id, self.entries_read,
                             [self.registry.ticker(r) for r in range(k)],
                             self.stepper.get_rows(rows), self.last.price[:k].copy(),
-                            self.last.ts_ms[:k].copy(), self.steps[:k].copy())
+                            self.last.ts_ms[:k].copy(), self.steps[:k].copy(),
+                            self.learner.export_state(k) | self.evaluator.export_state(k))
 
     def grow(self, n_rows: int) -> None:
         """More batch rows; existing rows keep their state bit-exactly."""
         self.stepper.grow(n_rows)
         self.last = self.last.grown(n_rows)
         self.steps = np.concatenate([self.steps, np.zeros(n_rows - len(self.steps), np.int64)])
+        self.learner.grow(n_rows)
+        self.evaluator.grow(n_rows)
 
     def clear_rows(self, rows: Rows) -> None:
-        """A recycled row starts over: no memory, no last tick, no steps."""
+        """A recycled row starts over: no memory, no last tick, no steps, no scores."""
         self.stepper.reset_rows(rows)
         self.last.reset_rows(rows)
         self.steps[rows] = 0
+        self.learner.clear_rows(rows)
+        self.evaluator.clear_rows(rows)
 
     def reset_memory(self, row: Row) -> None:
-        """A reset control entry: zero h and c; the last tick and step count stay."""
+        """A reset control entry: zero h and c (and the learner's history of the row); the
+        last tick, step count and scores stay."""
         self.stepper.reset_rows(np.array([row]))
+        self.learner.clear_rows(np.array([row]))
 
     def step(self, b: Batch, artifact: Artifact, publish: bool) -> Outputs:
-        """Features, ONE step over every tick of the batch, and the predictions it makes.
+        """Features, one step over every tick of the batch (split where the learner takes
+        an optimizer step), the scores of the predictions standing before, and the
+        predictions it makes.
 
         Nothing here formats a float: Redis gets binary records and columns, HTTP formats
-        the one prediction it serves. `publish`: build the predictions stream entry.
+        the one prediction it serves. `publish`: build the predictions stream entries (one
+        per model version the batch saw).
         """
         meta, t, rows = artifact.meta, b.ticks, b.rows  # rows: (M,)
         raw, self.last = compute_features(rows, t.price, t.volume, t.ts_ms, self.last)
-        out = self.stepper.step_ticks(rows, meta.feature_scaler.transform(raw))  # (M,)
+        x = meta.feature_scaler.transform(raw)
+        m = len(rows)
+        updates = (self.learner.plan(rows, x, meta.target_scaler.transform(raw[:, 0]))
+                   if self.learning else [])
+        out = np.empty(m, STATE_DTYPE)
+        bounds, versions, start = [], [], 0  # segments of one model version each
+        for u in updates:
+            end = u.position + 1
+            out[start:end] = self.stepper.step_ticks(rows[start:end], x[start:end])
+            bounds.append(end)
+            versions.append(self.model_version)
+            if self.learner.train(u):
+                self.learner.load_into(self.stepper)
+            start = end
+        out[start:] = self.stepper.step_ticks(rows[start:], x[start:])
+        bounds.append(m)
+        versions.append(self.model_version)
         ret = meta.target_scaler.inverse(out)  # (M,) next log return
+        self.evaluator.observe(rows, raw[:, 0], ret)
         next_price = t.price * np.exp(ret)
 
         m = len(rows)
@@ -110,17 +165,26 @@ class RowState:
         last_of_row = order[ends - 1]  # (k,) each moved row's last tick
         self.steps[changed] = steps[last_of_row]
 
-        version = meta.model_version
         latest = last_of_row.tolist()
         tickers = [t.ticker[i] for i in latest]
         ids = [b.ids[i].decode() for i in latest]
         rets, next_prices, prices, ts, all_steps = (
             col[last_of_row].tolist() for col in (ret, next_price, t.price, t.ts_ms, steps))
+        tick_versions = (repeat(versions[0]) if len(versions) == 1 else
+                         [versions[j] for j in np.searchsorted(bounds, last_of_row, "right")])
         # tuple.__new__ builds each NamedTuple in C; Prediction(...) goes through Python
         predictions = list(map(tuple.__new__, repeat(Prediction),
                                zip(tickers, rets, next_prices, prices, ts, ids, all_steps,
-                                   repeat(version), strict=False)))
-        published = [prediction_stream.entry_fields(
-            version, b.last_id or "", t.ticker, b.ids, t.ts_ms, steps, ret, next_price,
-            t.price)] if publish else []
+                                   tick_versions, strict=False)))
+        published = []
+        if publish:
+            start = 0
+            for end, version in zip(bounds, versions, strict=True):
+                if end > start:
+                    cut = slice(start, end)
+                    covers = b.last_id if end == m else b.ids[end - 1].decode()
+                    published.append(prediction_stream.entry_fields(
+                        version, covers or "", t.ticker[cut], b.ids[cut],
+                        t.ts_ms[cut], steps[cut], ret[cut], next_price[cut], t.price[cut]))
+                start = end
         return Outputs(latest=predictions, published=published)

@@ -30,3 +30,10 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A bytes-in, bytes-out client (decode_responses=False), as the service uses."""
     with redis.Redis.from_url(redis_url, decode_responses=False) as client:
         yield client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Deterministic TensorFlow for every learner in this process, set before its first op."""
+    from models.online import make_deterministic
+
+    make_deterministic()

@@ -12,9 +12,10 @@ StartEngine = Callable[..., Engine]
 
 
 def settings(**overrides: object) -> Settings:
-    # every output is checked over the whole test: keep the predictions stream whole
+    # every output is checked over the whole test: keep the predictions stream whole; the
+    # oracle is batch-size-1 Keras with the artifact's weights: learning off unless asked
     return Settings(**{"batch_count": 64, "block_ms": 10, "predictions_retention_s": 0,
-                       **overrides})
+                       "learn": False, **overrides})
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ def service_factory(tmp_path: Path, redis_proc: EmbeddedRedis, artifact_dir: Pat
                "TICKSTREAM_DATA_DIR": str(tmp_path / "data"), "TICKSTREAM_INITIAL_ROWS": "4",
                # every output is checked over the whole run: keep them all
                "TICKSTREAM_PREDICTIONS_RETENTION_S": "0",
+               # the oracle is batch-size-1 Keras with the artifact's weights
+               "TICKSTREAM_LEARN": "false",
                **{f"TICKSTREAM_{k.upper()}": v for k, v in settings.items()}}
         service = ServiceProcess(tmp_path, env)
         made.append(service)

@@ -1,6 +1,7 @@
 """Snapshots: a bit-exact binary layout, refusal of what must not be resumed, and the
 fenced switch that makes a generation current, advances the group and trims the log."""
 
+import dataclasses
 import json
 import pickle
 
@@ -53,13 +54,46 @@ def test_round_trip_is_bit_exact_in_pieces(k: int) -> None:
     assert_same(decode(raw(fields), S, "v1", "here"), d)
 
 
+def test_named_arrays_round_trip_bit_exact_in_pieces() -> None:
+    rng = np.random.default_rng(1)
+    arrays = {"learn.weight.0": rng.standard_normal((3, 128)).astype(np.float32),
+              "learn.pend_x": rng.standard_normal((600, 16, 30)).astype(np.float32),  # > 1 MiB
+              "eval.pred": rng.standard_normal(7), "eval.count": np.arange(7),
+              "learn.has_await": rng.random(7) > 0.5, "learn.queue_rows": np.zeros(0, np.int64),
+              "learn.opt.0": np.array(12, np.int64)}  # 0-d: an optimizer's iteration count
+    fields = encode(dataclasses.replace(data(), arrays=arrays))
+    assert "array:learn.pend_x:1" in fields
+    assert all(len(v) <= PIECE_BYTES for v in fields.values())
+    back = decode(raw(fields), S, "v1", "here").arrays
+    assert back.keys() == arrays.keys()
+    for name, a in arrays.items():
+        assert back[name].dtype == a.dtype and back[name].shape == a.shape
+        assert back[name].tobytes() == a.tobytes(), name
+
+
+def test_arrays_that_could_hold_objects_are_refused() -> None:
+    with pytest.raises(ValueError, match="dtype"):
+        encode(dataclasses.replace(data(), arrays={"x": np.array(["a"], object)}))
+
+
+def test_a_v1_snapshot_is_still_read() -> None:
+    fields = encode(data())
+    header = json.loads(fields["header"])
+    del header["arrays"]
+    header["format"] = "tickstream.snapshot.v1"
+    fields["header"] = json.dumps(header).encode()
+    back = decode(raw(fields), S, "v1", "here")
+    assert_same(back, data())
+    assert back.arrays == {}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda f: f.update(header=pickle.dumps({"format": 1})), "damaged"),
         (lambda f: f.update(tickers=b"T0\nT1\nTX"), "sha256"),
         (lambda f: f.pop("rows:0"), "damaged"),
-        (lambda f: f.update(header=f["header"].replace(b".v1", b".v9")), "snapshot.v9"),
+        (lambda f: f.update(header=f["header"].replace(b".v2", b".v9")), "snapshot.v9"),
     ],
 )
 def test_damaged_or_foreign_snapshots_are_refused(change, message: str) -> None:
