@@ -90,6 +90,13 @@ class Evaluator:
             a["pred"][rr] = predicted[at]
             a["has_pred"][rr] = True
 
+    def skills(self) -> list[float | None]:
+        """Each row's weighted skill (None until scored): what a prediction response shows."""
+        a = self.arrays
+        ok = (a["count"] > 0) & (a["ewm_zero"] > 0)
+        skill = 1.0 - a["ewm_model"] / np.where(ok, a["ewm_zero"], 1.0)
+        return [v if good else None for v, good in zip(skill.tolist(), ok.tolist(), strict=True)]
+
     def row(self, r: int) -> Quality:
         a = self.arrays
         return Quality.of(int(a["count"][r]), float(a["ewm_model"][r]), float(a["ewm_zero"][r]),
@@ -107,6 +114,13 @@ class Evaluator:
                           float(a["ewm_zero"][seen].mean()), float(a["sum_model"].sum()),
                           float(a["sum_zero"].sum()), int(a["hits"].sum()),
                           int(a["signed"].sum()))
+
+    def copy(self, k: int) -> Evaluator:
+        """The scores of the first k rows, as they are now, for readers on other threads."""
+        out = Evaluator.__new__(Evaluator)
+        out.alpha = self.alpha
+        out.arrays = {name: v[:k].copy() for name, v in self.arrays.items()}
+        return out
 
     def grow(self, n_rows: int) -> None:
         for name, v in self.arrays.items():

@@ -44,6 +44,15 @@ def make_deterministic() -> None:
         pass
 
 
+def learned_model(base: keras.Model, arrays: dict[str, np.ndarray]) -> keras.Model:
+    """A plain model of `base`'s architecture with the weights a learner exported."""
+    layers, _, _ = lstm_weights(base)
+    model = build_model(1, [lw.units for lw in layers], layers[0].kernel.shape[0])
+    for i, v in enumerate(model.trainable_variables):
+        v.assign(arrays[f"learn.weight.{i}"])
+    return model
+
+
 @dataclass(frozen=True)
 class LearnConfig:
     window: int = 16  # ticks per chunk = truncated-BPTT length

@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from models.artifact import Artifact, load_artifact
 from service.api.guards import BodyLimit, ReadKey
 from service.api.openapi import truthful_openapi
-from service.api.routes import dashboard, health, predictions, stream, tickers, ticks
+from service.api.routes import dashboard, health, model, predictions, stream, tickers, ticks
 from service.api.timing import RequestTimer
 from service.config import Settings
 from service.ingest import Engine
@@ -74,7 +74,7 @@ def create_app(
     # The hot reads' routes go on the app itself: FastAPI matches an included router's
     # routes through a nested router: ~20 us of a ~105 us GET, measured in-process.
     app.router.routes.extend(predictions.router.routes)
-    for module in (ticks, tickers, stream, health, dashboard):
+    for module in (ticks, tickers, model, stream, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", dashboard.static_files, name="static")
     metrics = app_registry()

@@ -31,6 +31,7 @@ import numpy as np
 import redis
 
 from models.artifact import Artifact
+from models.evaluation import Evaluator
 from models.online import OnlineLearner
 from models.ticks import InvalidTick, normalize_ticker
 from service import malloc
@@ -57,6 +58,7 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_CAP_S = 2.0
 LAG_POLL_S = 1.0  # XINFO STREAM at most this often
 REPLAY_LOG_S = 2.0  # a "replaying n of m entries" line at most this often
+SCORES_EVERY_S = 0.25  # the live scores readers see are copied at most this often
 RESET_TIMEOUT_S = 5.0
 
 
@@ -143,6 +145,9 @@ class Engine:
         self._snapshot = Snapshot.of({}, time.time(), None)
         self._tickers: Mapping[str, Row] = MappingProxyType({})
         self._capacity = self._state.registry.capacity
+        self._scores = self._state.evaluator.copy(0)
+        self._scores_at = 0.0
+        self._scores_cursor: tuple[int, int] | None = None  # the state's cursor then
         self._connected = False
         self._replay: Replay | None = None
         self._last_error: str | None = None
@@ -200,6 +205,34 @@ class Engine:
     @property
     def model_version(self) -> str:
         return self._state.model_version
+
+    @property
+    def scores(self) -> Evaluator:
+        """The live scores as of the last copy (at most SCORES_EVERY_S behind the loop);
+        row r is the ticker `tickers()` maps to r. Never changed once published."""
+        return self._scores
+
+    def skill(self, ticker: str) -> float | None:
+        """The ticker's weighted live skill as of the last scores copy; None until scored."""
+        row, scores = self._tickers.get(ticker), self._scores
+        if row is None or row >= len(scores.arrays["count"]):
+            return None
+        return scores.row(row).skill
+
+    def model_info(self) -> dict[str, Any]:
+        """The weights being served and how the learner is doing, for GET /v1/model."""
+        s, state = self.settings, self._state
+        counts = state.learner.counts
+        return {
+            "base_version": self.base_version, "model_version": state.model_version,
+            "updates": counts.updates,
+            "skipped": {"nonfinite": counts.skipped_nonfinite, "outlier": counts.skipped_outlier},
+            "running_loss": counts.running_loss,
+            "learning": {"on": s.learn, "window": s.learn_window, "batch": s.learn_batch,
+                         "rate": s.learn_rate, "clipnorm": s.learn_clipnorm,
+                         "max_loss_ratio": s.learn_max_loss_ratio},
+            "eval_halflife": s.eval_halflife,
+        }  # fmt: skip
 
     @property
     def max_tickers(self) -> int:
@@ -369,6 +402,8 @@ class Engine:
             # replay commits those very predictions again
             self._snapshot = Snapshot.of(predictions, time.time(), out)
         self._publish_registry()
+        self._scores_cursor = None
+        self._publish_scores(force=True)
         self._set_applied(state.cursor)
         self._connected = True
         todo = "an unknown number of" if behind is None else f"{behind:,}"
@@ -458,6 +493,9 @@ class Engine:
                 self._replay = None
             # everything read is published and the stream had nothing more: current
             self._snapshot = replace(self._snapshot, fresh_at=time.time())
+            self._publish_scores(force=True)
+        else:
+            self._publish_scores()
 
     def _confirm(self) -> None:
         """Wait for the commit in flight; once Redis has it, count the batch."""
@@ -556,6 +594,14 @@ class Engine:
             fresh.update((p.ticker, p) for p in outputs.latest)
             predictions = MappingProxyType(fresh)
         self._snapshot = Snapshot(predictions, time.time(), outputs.cursor or old.stream_id)
+
+    def _publish_scores(self, force: bool = False) -> None:
+        """Caught up (`force`) or every SCORES_EVERY_S, if anything was scored since."""
+        now, state = time.monotonic(), self._state
+        if state.cursor != self._scores_cursor and (force or now - self._scores_at
+                                                    >= SCORES_EVERY_S):
+            self._scores_at, self._scores_cursor = now, state.cursor
+            self._scores = state.evaluator.copy(len(state.registry))
 
     def _publish_registry(self) -> None:
         self._tickers = MappingProxyType(self._state.registry.as_dict())

@@ -97,6 +97,42 @@ class EngineCollector(Collector):
                                 value=int(e.ready))
         yield InfoMetricFamily("tickstream_model", "the served model",
                                value={"model_version": e.model_version})
+        yield from _learning(e)
+
+
+def _learning(e: Engine) -> Iterator[Metric]:
+    """The learner's record and the live scores (overall; GET /v1/quality per ticker)."""
+    info = e.model_info()
+    yield CounterMetricFamily("tickstream_model_updates", "optimizer steps applied online",
+                              value=info["updates"])
+    skipped = CounterMetricFamily("tickstream_model_updates_skipped",
+                                  "optimizer steps refused by a guardrail", labels=["reason"])
+    for reason, n in info["skipped"].items():
+        skipped.add_metric([reason], n)
+    yield skipped
+    if info["running_loss"] is not None:
+        yield GaugeMetricFamily("tickstream_model_running_loss",
+                                "exponentially weighted training loss (normalised units)",
+                                value=info["running_loss"])
+    scores = e.scores
+    q = scores.overall(len(scores.arrays["count"]))
+    yield CounterMetricFamily("tickstream_predictions_scored",
+                              "predictions scored against their realised return", value=q.scored)
+    if q.scored:
+        mse = GaugeMetricFamily("tickstream_mse", "mean squared error of the next log return, "
+                                "exponentially weighted (EVAL_HALFLIFE), averaged over tickers",
+                                labels=["forecast"])
+        mse.add_metric(["model"], q.mse_model)
+        mse.add_metric(["zero"], q.mse_zero)
+        yield mse
+        for name, doc, value in (
+                ("tickstream_skill", "1 - MSE_model / MSE_zero, weighted", q.skill),
+                ("tickstream_skill_total", "1 - MSE_model / MSE_zero since start",
+                 q.skill_total),
+                ("tickstream_sign_hit_rate", "share of non-zero returns whose sign was called",
+                 q.sign_hit_rate)):
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
 
 
 def app_registry() -> CollectorRegistry:

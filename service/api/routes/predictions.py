@@ -39,6 +39,9 @@ class PredictionOut(BaseModel):
     stream_id: str = Field(description="stream ID of the last applied tick")
     steps: int = Field(description="ticks applied to this ticker's row")
     model_version: str
+    skill: float | None = Field(description="the ticker's live skill, 1 - MSE_model / "
+                                "MSE_zero, exponentially weighted (GET /v1/quality has the "
+                                "rest); null until one of its predictions was scored")
 
 
 class OnePrediction(PredictionOut):
@@ -52,8 +55,17 @@ class AllPredictions(BaseModel):
     snapshot_age_s: float = Field(description=AGE)
 
 
+def _at(skills: list[float | None], row: int | None) -> float | None:
+    return None if row is None or row >= len(skills) else skills[row]
+
+
+def _json_number(value: float | None) -> str:
+    return "null" if value is None else repr(value)
+
+
 @router.get("", response_model=AllPredictions)
 async def all_predictions(
+    request: Request,
     snapshot: SnapshotDep,
     tickers: Annotated[str | None, Query(pattern=TICKER_LIST,
                                          description="comma list, e.g. AAPL,msft")] = None,
@@ -62,9 +74,13 @@ async def all_predictions(
     wanted = [parse_ticker(t.strip(" ")) for t in tickers.split(",")] if tickers else None
     preds = snapshot.predictions
     names = preds.keys() if wanted is None else [t for t in wanted if t in preds]
+    engine = request.app.state.engine
+    rows, skills = engine.tickers(), engine.scores.skills()
     # Prediction.to_json is ~20x cheaper than a pydantic model per ticker: with 10,000
     # tickers that is ~10 ms instead of ~130 ms holding the event loop.
-    body = ", ".join(f'"{t}": {preds[t].to_json()}' for t in names)
+    body = ", ".join(
+        f'"{t}": {preds[t].to_json()[:-1]}, "skill": {_json_number(_at(skills, rows.get(t)))}}}'
+        for t in names)
     tail = json.dumps({"unknown": [t for t in wanted or () if t not in preds],
                        "stream_id": snapshot.stream_id,
                        "snapshot_age_s": snapshot_age(snapshot)})
@@ -133,5 +149,6 @@ async def one_prediction(request: Request) -> Response:
             "Send ticks with POST /v1/ticks; GET /v1/tickers lists the known tickers",
         )
     # the prediction as JSON (formatted by hand: see Prediction.to_json), plus the age
-    body = f'{p.to_json()[:-1]}, "snapshot_age_s": {snapshot_age(snapshot)!r}}}'
+    skill = _json_number(request.app.state.engine.skill(ticker))
+    body = f'{p.to_json()[:-1]}, "skill": {skill}, "snapshot_age_s": {snapshot_age(snapshot)!r}}}'
     return Response(body, media_type="application/json")
