@@ -153,6 +153,10 @@ class OnlineLearner:
         is_example = ~first | self.has_await[r]
         ex_r, ex_x, ex_y, ex_tick = r[is_example], prev_x[is_example], y[order][is_example], \
             order[is_example]
+        # rows ticking for the first time (since a reset), by position: how many tickers
+        # the learner knows at each tick, whatever the batch cuts
+        fresh_first = np.sort(order[first & ~self.has_await[r]])
+        known_before = int(self.has_await.sum())
         # each row's last input waits for its target
         last = np.append(first[1:], True)
         self.await_x[r[last]] = xs[last]
@@ -174,7 +178,8 @@ class OnlineLearner:
         self.pend_x[ex_r[left], ordinal[left] % w] = ex_x[left]
         self.pend_y[ex_r[left], ordinal[left] % w] = ex_y[left]
         self.pend_n[rows_here] = total % w
-        return self._queue(ex_r[done], ex_tick[done], *chunks)
+        known = known_before + np.searchsorted(fresh_first, ex_tick[done], "right")
+        return self._queue(ex_r[done], ex_tick[done], known, *chunks)
 
     def _gather_chunks(self, ex_r: np.ndarray, ex_x: np.ndarray, ex_y: np.ndarray,
                        ordinal: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,10 +199,11 @@ class OnlineLearner:
         cy = np.where(in_buffer, self.pend_y[row, slot], ex_y[index])
         return cx, cy
 
-    def _queue(self, rows: np.ndarray, ticks: np.ndarray, cx: np.ndarray,
+    def _queue(self, rows: np.ndarray, ticks: np.ndarray, known: np.ndarray, cx: np.ndarray,
                cy: np.ndarray) -> list[Update]:
         """Queue finished chunks in the order their last tick came; a step is due when the
-        queue covers `batch` rows (or holds QUEUE_CAP_FACTOR x `batch` chunks)."""
+        queue covers `batch` rows, or every ticker known so far if there are fewer (or
+        holds QUEUE_CAP_FACTOR x `batch` chunks)."""
         b = self.config.batch
         updates = []
         for j in np.argsort(ticks, kind="stable").tolist():
@@ -205,7 +211,7 @@ class OnlineLearner:
             self.queue_x.append(cx[j])
             self.queue_y.append(cy[j])
             if (len(self.queue_rows) >= QUEUE_CAP_FACTOR * b
-                    or len(set(self.queue_rows)) >= b):
+                    or len(set(self.queue_rows)) >= min(b, int(known[j]))):
                 updates.append(self._take_update(int(ticks[j])))
         return updates
 
