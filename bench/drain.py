@@ -40,6 +40,8 @@ class DrainRun:
     step_seconds: float = 0.0
     commit_seconds: float = 0.0  # the loop waiting for its commits to be confirmed
     replayed: int = 0  # of `applied`: recomputed after a restore, outputs not written
+    updates: int = 0  # the learner's optimizer steps applied (learning on)
+    skipped: int = 0  # ... and refused by a guardrail (they cost a forward-backward too)
 
     def rate(self) -> float:
         return self.applied / self.seconds
@@ -93,11 +95,11 @@ def engine_run(settings: Settings, artifact: Artifact, url: str,
     finally:
         engine.stop()
         probe.close()
-    c = engine.counters()
+    c, learner = engine.counters(), engine.model_info()
     if c.errors or c.dead_lettered:
         raise RuntimeError(f"{settings.name} was not clean: {engine.status()}")
     return DrainRun(seconds, c.applied + c.replayed, aof, c.step_seconds, c.commit_seconds,
-                    c.replayed)
+                    c.replayed, learner["updates"], sum(learner["skipped"].values()))
 
 
 def engine_drain(settings: Settings, artifact: Artifact, url: str) -> DrainRun:

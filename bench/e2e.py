@@ -8,8 +8,14 @@ Every ratio compares figures measured in the same run, interleaved round by roun
 every figure is the median of the rounds: the machine is small and shared, so absolute
 figures move between runs more than ratios do.
 
+Every scenario runs the engine with online learning off (`learn=False`,
+TICKSTREAM_LEARN=false), as the engine was before issue 9, except the drain case
+"uniform, learning on".
+
 Run: `python -m bench.e2e` (full, ~30 min) or `python -m bench.e2e --quick` (< 2 min, a
 smoke test: it checks the pipeline drained and every figure exists, not how fast).
+`--only LABEL [LABEL ...]` runs only the drain cases of those labels (e.g. `--only uniform
+"uniform, learning on"`), nothing else; `--rounds R` sets the rounds.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Config:
     """What to run; the defaults are issue 4's scenarios."""
 
     tickers: int = 500  # N
+    only: tuple[str, ...] = ()  # drain case labels: run just these, no other scenario
     drain_ticks: int = 1_000_000
     shapes: tuple[str, ...] = SHAPES
     rounds: int = 3  # each figure is the median of this many runs
@@ -81,6 +88,7 @@ class DrainCase:
     tickers: int
     aof: bool = True  # the server: AOF on, fsync always (as served) or AOF off
     predictions: bool = True  # the predictions stream written (the default) or not
+    learn: bool = False  # online learning (issue 9); off: the engine the figures began with
     target: str = ""
 
 
@@ -92,7 +100,20 @@ def drain_cases(cfg: Config) -> list[DrainCase]:
             DrainCase("uniform, no predictions stream", "uniform", n, predictions=False),
             DrainCase(f"uniform, N={cfg.many_tickers:,}", "uniform", cfg.many_tickers,
                       target="≥ 0.9x"),
-            DrainCase("uniform, AOF off", "uniform", n, aof=False, target="≥ 1.0x")]
+            DrainCase("uniform, AOF off", "uniform", n, aof=False, target="≥ 1.0x"),
+            DrainCase("uniform, learning on", "uniform", n, learn=True, target="≥ 0.5x")]
+
+
+def selected_cases(cfg: Config) -> list[DrainCase]:
+    """The drain cases this run measures: all of them, or those `cfg.only` names."""
+    cases = drain_cases(cfg)
+    if not cfg.only:
+        return cases
+    unknown = set(cfg.only) - {c.label for c in cases}
+    if unknown:
+        raise SystemExit(f"--only: no drain case {', '.join(sorted(unknown))}; the cases: "
+                         f"{', '.join(c.label for c in cases)}")
+    return [c for c in cases if c.label in cfg.only]
 
 
 @dataclass
@@ -146,10 +167,11 @@ def run_drain(cfg: Config, server: EmbeddedRedis, artifact: Artifact, workdir: P
               res: Results, say: Callable[[str], None]) -> None:
     """Every drain case: the AOF-on ones on `server`, the AOF-off ones on a server of
     their own (AOF off from its start, so nothing of it is on disk)."""
-    cases = drain_cases(cfg)
+    cases = selected_cases(cfg)
     drain_on(cfg, server, [c for c in cases if c.aof], artifact, res, say)
-    with EmbeddedRedis(workdir / "redis-aof-off", appendonly=False) as off:
-        drain_on(cfg, off, [c for c in cases if not c.aof], artifact, res, say)
+    if any(not c.aof for c in cases):
+        with EmbeddedRedis(workdir / "redis-aof-off", appendonly=False) as off:
+            drain_on(cfg, off, [c for c in cases if not c.aof], artifact, res, say)
 
 
 def drain_on(cfg: Config, server: EmbeddedRedis, cases: list[DrainCase], artifact: Artifact,
@@ -176,7 +198,8 @@ def drain_on(cfg: Config, server: EmbeddedRedis, cases: list[DrainCase], artifac
             settings = Settings(redis_url=server.url, stream=stream, name=f"drain-{tag}",
                                 group=f"engine-{tag}", batch_count=cfg.batch_count,
                                 predictions_maxlen=default_maxlen if case.predictions else 0,
-                                predictions_stream=f"predictions:{tag}", tick_retention="none")
+                                predictions_stream=f"predictions:{tag}", tick_retention="none",
+                                learn=case.learn)
             engine = engine_drain(settings, artifact, server.url)
             if engine.applied != cfg.drain_ticks:
                 raise RuntimeError(f"{case.label}: engine applied {engine.applied:,} of "
@@ -185,6 +208,10 @@ def drain_on(cfg: Config, server: EmbeddedRedis, cases: list[DrainCase], artifac
             runs["engine"].append(engine)
             aof = (f"; AOF B/tick: engine {engine.aof_per_tick():.1f}, bare "
                    f"{bare.aof_per_tick():.1f}" if case.aof else "")
+            if case.learn:
+                steps = engine.updates + engine.skipped
+                aof += (f"; learner: {steps} optimizer steps ({engine.skipped} skipped), "
+                        f"{steps / engine.seconds:.1f}/s of drain")
             say(f"[drain {case.label} {r + 1}/{cfg.rounds}] bare {bare.rate():,.0f}/s, engine "
                 f"{engine.rate():,.0f}/s ({engine.rate() / bare.rate():.2f}x); engine step "
                 f"{engine.step_seconds:.1f}s, waiting on commits {engine.commit_seconds:.1f}s "
@@ -228,7 +255,8 @@ def run_service_scenarios(cfg: Config, server: EmbeddedRedis, model_dir: Path,
     client = redis.Redis.from_url(server.url)
     for n in sorted(cfg.memory_tickers, reverse=True):  # N=500's service stays up after
         stream = f"ticks{n}"
-        svc = tickstream_serve(server.url, model_dir, workdir, f"svc{n}", stream)
+        svc = tickstream_serve(server.url, model_dir, workdir, f"svc{n}", stream,
+                               {"TICKSTREAM_LEARN": "false"})
         say(f"[memory] N={n}: starting tickstream serve, feeding {cfg.memory_ticks:,} ticks")
         svc.start()
         try:
@@ -303,8 +331,10 @@ def run_http(cfg: Config, svc: Server, server: EmbeddedRedis, stream: str, n: in
 
 def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
     """Every scenario, in a scratch directory with its own redis-server."""
+    from models.online import make_deterministic
     from service.malloc import keep_freed_memory
 
+    make_deterministic()  # as `tickstream serve` runs TensorFlow: the learner's threads
     keep_freed_memory()  # as the service does: bare and engine runs share this process
     res = Results(cfg, machine())
     with tempfile.TemporaryDirectory(prefix="tickstream-e2e-") as tmp:
@@ -315,6 +345,8 @@ def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
         with EmbeddedRedis(workdir / "redis") as server:
             with aof_measured(server):
                 run_drain(cfg, server, artifact, workdir, res, say)
+                if cfg.only:
+                    return res
                 run_recovery(cfg, server, artifact, model_dir, workdir, res, say)
             say(f"[naive] model.predict per tick, N={cfg.tickers}, {cfg.naive_ticks} ticks "
                 f"x {cfg.rounds}")
@@ -332,13 +364,14 @@ def table(res: Results) -> str:
     """The figures as a Markdown table: median, baseline, ratio, target."""
     cfg = res.config
     rows: list[tuple[str, str, str, str, str]] = []
-    for case in drain_cases(cfg):
+    for case in selected_cases(cfg):
         runs = res.drain.get(case.label, {"bare": [], "engine": []})
         bare = median([r.rate() for r in runs["bare"]])
         engine = median([r.rate() for r in runs["engine"]])
         rows.append((f"drain, {case.label} (ticks/s)", f"{engine:,.0f}", f"bare {bare:,.0f}",
                      f"{paired(runs['engine'], runs['bare']):.2f}x", case.target))
-    for case in [c for c in drain_cases(cfg) if c.shape == "uniform" and c.aof and c.predictions]:
+    for case in [c for c in selected_cases(cfg)
+                 if c.shape == "uniform" and c.aof and c.predictions and not c.learn]:
         runs = res.drain.get(case.label, {"bare": [], "engine": []})
         engine = median([r.aof_per_tick() for r in runs["engine"]])
         bare = median([r.aof_per_tick() for r in runs["bare"]])
@@ -364,10 +397,11 @@ def table(res: Results) -> str:
                      f"{median([c.capture_s for c in sc]) * 1e3:,.1f}",
                      f"{sc[0].size_bytes / 1e6:,.2f} MB; longest Redis command "
                      f"{median([c.longest_command_s for c in sc]) * 1e3:,.1f} ms", "", ""))
-    uniform = median([r.rate() for r in res.drain.get("uniform", {}).get("engine", [])])
-    naive = median(res.naive)
-    rows.append(("naive model.predict per tick (ticks/s)", f"{naive:,.2f}",
-                 f"engine uniform {uniform:,.0f}", f"{uniform / naive:,.0f}x", "≥ 5,000x"))
+    if res.naive:
+        uniform = median([r.rate() for r in res.drain.get("uniform", {}).get("engine", [])])
+        naive = median(res.naive)
+        rows.append(("naive model.predict per tick (ticks/s)", f"{naive:,.2f}",
+                     f"engine uniform {uniform:,.0f}", f"{uniform / naive:,.0f}x", "≥ 5,000x"))
     for lat, label, target in ((res.latency, "", "p50 ≤ 2, p99 ≤ 10"),
                                (res.latency_everysec, ", Redis fsync everysec", "")):
         if lat is not None:
@@ -408,8 +442,10 @@ def table(res: Results) -> str:
 def check(res: Results) -> list[str]:
     """What a smoke test requires: every figure produced (drains were checked as they ran)."""
     cfg = res.config
-    missing = [f"drain {c.label}" for c in drain_cases(cfg)
+    missing = [f"drain {c.label}" for c in selected_cases(cfg)
                if len(res.drain.get(c.label, {}).get("engine", [])) != cfg.rounds]
+    if cfg.only:
+        return missing
     missing += ["recovery"] * (len(res.recovery) != cfg.rounds)
     missing += ["snapshot"] * (len(res.snapshot) != cfg.rounds)
     missing += ["naive"] * (len(res.naive) != cfg.rounds)
@@ -435,4 +471,10 @@ def main(quick: bool = False, **overrides: Any) -> Results:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test, under 2 minutes")
-    main(parser.parse_args().quick)
+    parser.add_argument("--only", nargs="+", metavar="LABEL", default=[],
+                        help="run only the drain cases of these labels, no other scenario; "
+                        "the labels: " + "; ".join(c.label for c in drain_cases(Config())))
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 3; quick 1)")
+    args = parser.parse_args()
+    main(args.quick, only=tuple(args.only),
+         **({} if args.rounds is None else {"rounds": args.rounds}))

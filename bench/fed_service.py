@@ -60,8 +60,9 @@ class FedOptions:
                 f"{LAG_SLACK_S:g}s of feed")
 
     def env(self) -> dict[str, str]:
-        """The serve process's settings: retention, snapshots, and the stream names sampled."""
-        return {"TICKSTREAM_TICK_RETENTION": str(self.retention_s),
+        """The serve process's settings: retention, snapshots, the stream names sampled, and
+        learning off (its figures predate issue 9's online learning)."""
+        return {"TICKSTREAM_LEARN": "false", "TICKSTREAM_TICK_RETENTION": str(self.retention_s),
                 "TICKSTREAM_SNAPSHOT_EVERY_S": str(self.snapshot_every_s),
                 "TICKSTREAM_DEAD_MAXLEN": str(self.dead_maxlen),
                 "TICKSTREAM_PREDICTIONS_STREAM": PREDICTIONS, "TICKSTREAM_DEAD_STREAM": DEAD}

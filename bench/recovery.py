@@ -73,9 +73,10 @@ class SnapshotCost:
 
 def quiet_settings(url: str, name: str, stream: str, batch_count: int,
                    max_tickers: int = 10_000) -> tuple[Settings, dict[str, str]]:
-    """An engine that snapshots only at a clean stop and never trims: its Settings in
-    process, and the same as the TICKSTREAM_* variables of a serve process."""
-    fields = {"name": name, "stream": stream, "predictions_stream": f"predictions:{name}",
+    """An engine that snapshots only at a clean stop, never trims and does not learn: its
+    Settings in process, and the same as the TICKSTREAM_* variables of a serve process."""
+    fields = {"learn": "false", "name": name, "stream": stream,
+              "predictions_stream": f"predictions:{name}",
               "batch_count": str(batch_count), "max_tickers": str(max_tickers),
               "tick_retention": "none", "snapshot_every_s": "86400",
               "snapshot_every_ticks": str(10**12)}

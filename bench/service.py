@@ -75,10 +75,13 @@ class Server:
 
 def tickstream_serve(redis_url: str, model_dir: Path, workdir: Path, name: str,
                      stream: str, extra_env: dict[str, str] | None = None) -> Server:
-    """`tickstream serve` on `stream`; `extra_env`: more settings (`TICKSTREAM_*`)."""
+    """`tickstream serve` on `stream`; `extra_env`: more settings (`TICKSTREAM_*`).
+
+    Learning is off (TICKSTREAM_LEARN=false) unless `extra_env` turns it on: the figures
+    of BENCHMARKS.md before issue 9 are of the engine without it."""
     env = {"TICKSTREAM_REDIS_URL": redis_url, "TICKSTREAM_MODEL_DIR": str(model_dir),
            "TICKSTREAM_DATA_DIR": str(workdir / "data"), "TICKSTREAM_NAME": name,
-           "TICKSTREAM_STREAM": stream, **(extra_env or {})}
+           "TICKSTREAM_STREAM": stream, "TICKSTREAM_LEARN": "false", **(extra_env or {})}
     return Server([TICKSTREAM, "serve"], env, workdir / f"serve-{name}.log")
 
 

@@ -329,3 +329,49 @@ def test_one_prediction_documents_its_path_parameter_and_errors(redis_url, artif
                                              "pattern": "^[A-Za-z0-9._-]{1,16}$"}}]
     assert {"200", "401", "404", "422"} <= set(get["responses"])
     assert get["tags"] == ["predictions"]
+
+
+# ---- learning and live scores
+
+
+def test_model_quality_and_skill_report_the_learning_service(client, artifact) -> None:
+    base = artifact.meta.model_version
+    ticks = [{"ticker": f"Q{j}", "price": 10.0 * (1 + 0.01 * ((i * 7 + j) % 5 - 2)),
+              "ts": 1_000 * (i + 1)} for i in range(12) for j in range(3)]
+    with client(learn=True, learn_window=2, learn_batch=2, learn_rate=0.01) as c:
+        assert c.post("/v1/ticks", json=ticks).status_code == 202
+        report = wait_for(lambda: (q := c.get("/v1/quality").json())["overall"]["scored"] == 33
+                          and q)
+        model = c.get("/v1/model").json()
+        preds = c.get("/v1/predictions").json()["predictions"]
+        one = c.get("/v1/predictions/q1").json()
+        some = c.get("/v1/quality?tickers=q0,zzz").json()
+        metrics = c.get("/metrics").text
+    assert model["base_version"] == base and model["updates"] > 0
+    assert model["model_version"] == f"{base}+{model['updates']}"
+    assert model["learning"] == {"on": True, "window": 2, "batch": 2, "rate": 0.01,
+                                 "clipnorm": 1.0, "max_loss_ratio": 10.0}
+    assert model["skipped"] == {"nonfinite": 0, "outlier": 0} and model["running_loss"] > 0
+    assert {p["model_version"] for p in preds.values()} == {model["model_version"]}
+    # each ticker's 12 ticks score its first 11 predictions
+    assert {t: q["scored"] for t, q in report["tickers"].items()} == {"Q0": 11, "Q1": 11,
+                                                                      "Q2": 11}
+    q1 = report["tickers"]["Q1"]
+    assert one["skill"] == q1["skill"] == preds["Q1"]["skill"]
+    assert q1["skill"] == 1 - q1["mse_model"] / q1["mse_zero"]
+    assert 0 <= q1["sign_hit_rate"] <= 1
+    assert list(some["tickers"]) == ["Q0"] and some["unknown"] == ["ZZZ"]
+    assert f"tickstream_model_updates_total {float(model['updates'])}" in metrics
+    assert "tickstream_skill " in metrics and 'tickstream_mse{forecast="zero"}' in metrics
+
+
+def test_learning_off_keeps_the_artifacts_weights(client, artifact) -> None:
+    with client(learn=False, learn_window=2, learn_batch=1) as c:
+        c.post("/v1/ticks", json=[{"ticker": "FRZ", "price": 10.0 + i, "ts": 1000 * (i + 1)}
+                                  for i in range(10)])
+        wait_for(lambda: steps_of(c).get("FRZ") == 10)
+        model = c.get("/v1/model").json()
+        one = c.get("/v1/predictions/FRZ").json()
+    assert model["updates"] == 0 and model["learning"]["on"] is False
+    assert one["model_version"] == artifact.meta.model_version
+    assert one["skill"] is not None  # scored all the same: evaluation does not need learning
