@@ -24,6 +24,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -157,7 +158,7 @@ def command() -> str:
     """How this run was started: `python -m bench.e2e ...` or `tickstream bench e2e ...`."""
     program = Path(sys.argv[0]).name
     head = "python -m bench.e2e" if program == "e2e.py" else program
-    return " ".join([head, *sys.argv[1:]])
+    return " ".join([head, shlex.join(sys.argv[1:])])
 
 
 # ---- the scenarios

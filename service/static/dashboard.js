@@ -2,7 +2,6 @@
 "use strict";
 
 const rows = new Map();   // ticker -> latest prediction + page-local score
-const score = { model: 0, zero: 0 };  // squared errors summed over every ticker
 let sortKey = "ticker", sortUp = true, selected = null, dirty = true;
 let chart = null, errors = null, points = [];
 
@@ -17,7 +16,7 @@ function apply(p) {  // one prediction, in stream order
   if (before && before.steps < p.steps) {  // score the previous forecast: test, then show
     const realised = Math.log(p.last_price / before.last_price);
     const e = (realised - before.prediction) ** 2, z = realised ** 2;
-    r.model += e; r.zero += z; score.model += e; score.zero += z;
+    r.model += e; r.zero += z;
   }
   r.skill = skillOf(r);
   rows.set(p.ticker, r);
@@ -39,8 +38,6 @@ function render() {
     `<td>${r.ticker}</td><td>${fmt(r.last_price, 4)}</td><td>${fmt(r.predicted_price, 4)}</td>` +
     `<td class="${r.prediction >= 0 ? "up" : "down"}">${fmt(r.prediction * 1e4, 2)}</td>` +
     `<td>${r.steps}</td><td>${fmt(r.skill, 3)}</td></tr>`).join("");
-  const s = score.zero > 0 ? 1 - score.model / score.zero : null;
-  $("skill").textContent = fmt(s, 3);
 }
 
 // ---- the chart of one ticker
@@ -117,6 +114,8 @@ async function status() {
     $("tickers").textContent = s.tickers;
     $("model").textContent = s.model_version;
     $("fresh").textContent = `${fmt(s.snapshot_age_s, 1)} s`;
+    const q = await (await fetch("/v1/quality?per_ticker=false")).json();
+    $("skill").textContent = fmt(q.overall.skill, 3);
   } catch (e) {
     $("state").textContent = "service unreachable";
     $("state").className = "pill down";

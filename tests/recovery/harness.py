@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -146,3 +147,33 @@ def assert_served_equals_keras(served: dict, artifact_dir: Path, valid: TickTabl
         assert served[ticker]["steps"] == len(outputs), ticker
         worst = max(worst, abs(served[ticker]["prediction"] - float(outputs[-1])))
     assert worst < 1e-5, f"served vs batch-size-1 Keras: max abs diff {worst:.3g}"
+
+
+def feed_through_kills(service: ServiceProcess, redis_proc, ticks: TickTable, seed: int,
+                       midway: list[dict[str, str]]) -> tuple[redis.Redis, int]:
+    """Feed `ticks` in 12 chunks; after each, SIGKILL the service and restart it with
+    snapshots at random intervals (each restart its own). After the 4th chunk, `midway`
+    entries go in; after the 7th, Redis itself is SIGKILLed (AOF, fsync always) and comes
+    back. Returns a client of the restarted Redis and how many restarts found outputs past
+    their snapshot (kills that landed between a snapshot and later commits)."""
+    rng = random.Random(seed)
+    client = redis.Redis.from_url(redis_proc.url)
+    replayed = 0
+    service.start()
+    for i, chunk in enumerate(np.array_split(np.arange(len(ticks)), 12)):
+        xadd_ticks(client, ticks.take(chunk))
+        if i == 3:
+            for fields in midway:
+                client.xadd("ticks", fields)
+        if i == 6:
+            redis_proc.kill()
+            time.sleep(0.5)
+            redis_proc.restart()
+            client = redis.Redis.from_url(redis_proc.url)
+        time.sleep(rng.uniform(0.05, 0.4))  # while the backlog drains and snapshots fall
+        service.kill()
+        service.env["TICKSTREAM_SNAPSHOT_EVERY_S"] = f"{rng.uniform(0.1, 1.5):.2f}"
+        service.env["TICKSTREAM_SNAPSHOT_EVERY_TICKS"] = str(rng.randint(200, 3000))
+        service.start()
+        replayed += service.wait_ready()["replayed"] > 0
+    return client, replayed

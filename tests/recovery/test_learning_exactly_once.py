@@ -4,14 +4,11 @@ same stream, uninterrupted; every row's state and every published prediction wit
 """
 
 import math
-import random
 import subprocess
-import time
 
 import numpy as np
 import pytest
-import redis
-from harness import TICKSTREAM, market_ticks, valid_ticks_in_stream, xadd_ticks
+from harness import TICKSTREAM, feed_through_kills, market_ticks, valid_ticks_in_stream
 from test_end_to_end import BAD_ENTRIES, assert_each_tick_published_once
 from test_stream_is_the_log import REL, final_snapshot
 
@@ -43,29 +40,10 @@ def offline_replay(url: str, artifact_dir, tmp_path) -> tuple[dict, list[list[st
 
 def test_kills_with_learning_on_end_bit_exactly_as_the_offline_replay(
         service_factory, redis_proc, artifact_dir, tmp_path):
-    rng = random.Random(19)
-    client = redis.Redis.from_url(redis_proc.url)
     service = service_factory(batch_count="50", **LEARN)
-    ticks = market_ticks(24, 9000, seed=31)
-    chunks = [ticks.take(i) for i in np.array_split(np.arange(len(ticks)), 12)]
-    service.start()
-    for i, chunk in enumerate(chunks):
-        xadd_ticks(client, chunk)
-        if i == 3:
-            for fields in BAD_ENTRIES:
-                client.xadd("ticks", fields)
-            client.xadd("ticks", {"control": "reset", "ticker": "SYN0003"})
-        if i == 6:  # Redis itself dies (AOF, fsync always) and comes back
-            redis_proc.kill()
-            time.sleep(0.5)
-            redis_proc.restart()
-            client = redis.Redis.from_url(redis_proc.url)
-        time.sleep(rng.uniform(0.05, 0.4))
-        service.kill()
-        service.env["TICKSTREAM_SNAPSHOT_EVERY_S"] = f"{rng.uniform(0.1, 1.5):.2f}"
-        service.env["TICKSTREAM_SNAPSHOT_EVERY_TICKS"] = str(rng.randint(200, 3000))
-        service.start()
-        service.wait_ready()
+    midway = [*BAD_ENTRIES, {"control": "reset", "ticker": "SYN0003"}]
+    client, _ = feed_through_kills(service, redis_proc, market_ticks(24, 9000, seed=31), 19,
+                                   midway)
     valid = valid_ticks_in_stream(client)
     service.wait_applied(len(valid))
     model = service.http.get("/v1/model").json()

@@ -2,7 +2,6 @@
 the end state is the one an uninterrupted run over the same stream reaches, and every
 output is written once. A paused engine that lost its lease writes nothing."""
 
-import random
 import signal
 import threading
 import time
@@ -10,7 +9,13 @@ import time
 import numpy as np
 import pytest
 import redis
-from harness import assert_served_equals_keras, market_ticks, valid_ticks_in_stream, xadd_ticks
+from harness import (
+    assert_served_equals_keras,
+    feed_through_kills,
+    market_ticks,
+    valid_ticks_in_stream,
+    xadd_ticks,
+)
 from test_end_to_end import BAD_ENTRIES, assert_each_tick_published_once
 
 from models.artifact import load_artifact
@@ -42,7 +47,8 @@ def uninterrupted(url: str, artifact_dir) -> tuple[SnapshotData, redis.Redis]:
     last = client.xrevrange("ticks", count=1)[0][0].decode()
     engine = Engine(Settings(name="whole", group="whole", predictions_stream="p-whole",
                              dead_stream="d-whole", predictions_retention_s=0,
-                             batch_count=500, initial_rows=4, tick_retention="none"),
+                             batch_count=500, initial_rows=4, tick_retention="none",
+                             learn=False),
                     load_artifact(artifact_dir), url)
     engine.start()
     try:
@@ -57,32 +63,10 @@ def uninterrupted(url: str, artifact_dir) -> tuple[SnapshotData, redis.Redis]:
 
 def test_kills_of_the_engine_and_of_redis_end_as_an_uninterrupted_run(
         service_factory, redis_proc, artifact_dir):
-    rng = random.Random(8)
-    client = redis.Redis.from_url(redis_proc.url)
     service = service_factory(batch_count="50")
-    ticks = market_ticks(24, 9000, seed=21)
-    chunks = [ticks.take(i) for i in np.array_split(np.arange(len(ticks)), 12)]
-    replayed = 0  # restarts that found outputs past their snapshot: kills between snapshots
-    service.start()
-    for i, chunk in enumerate(chunks):
-        xadd_ticks(client, chunk)
-        if i == 3:
-            for fields in BAD_ENTRIES:
-                client.xadd("ticks", fields)
-            client.xadd("ticks", {"control": "reset", "ticker": "SYN0003"})
-        if i == 6:  # Redis itself dies (AOF, fsync always) and comes back
-            redis_proc.kill()
-            time.sleep(0.5)
-            redis_proc.restart()
-            client = redis.Redis.from_url(redis_proc.url)
-        time.sleep(rng.uniform(0.05, 0.4))  # while the backlog drains and snapshots fall
-        service.kill()
-        # snapshots at random intervals: every restart gets its own
-        service.env["TICKSTREAM_SNAPSHOT_EVERY_S"] = f"{rng.uniform(0.1, 1.5):.2f}"
-        service.env["TICKSTREAM_SNAPSHOT_EVERY_TICKS"] = str(rng.randint(200, 3000))
-        service.start()
-        ready = service.wait_ready()
-        replayed += ready["replayed"] > 0
+    midway = [*BAD_ENTRIES, {"control": "reset", "ticker": "SYN0003"}]
+    client, replayed = feed_through_kills(service, redis_proc, market_ticks(24, 9000, seed=21),
+                                          8, midway)
     valid = valid_ticks_in_stream(client)
     served = service.wait_applied(len(valid))
     service.stop()  # SIGTERM: a last snapshot, at the end of the stream

@@ -79,11 +79,15 @@ async def quality(
     engine: EngineDep,
     tickers: Annotated[str | None, Query(pattern=TICKER_LIST,
                                          description="comma list, e.g. AAPL,msft")] = None,
+    per_ticker: Annotated[bool, Query(description="false: only `overall` (cheap to poll "
+                                      "with thousands of tickers)")] = True,
 ) -> QualityReport:
     """Live scores, test-then-train: each prediction is scored when its ticker's next tick
     arrives, before anything learns from that tick. Overall and per ticker."""
     scores, rows = engine.scores, engine.tickers()
     wanted = [parse_ticker(t.strip(" ")) for t in tickers.split(",")] if tickers else list(rows)
+    if not per_ticker:
+        wanted = []
     found = {t: q for t in wanted if (q := ticker_quality(scores, rows, t)) is not None}
     return QualityReport(overall=QualityOut(**asdict(scores.overall(len(scores.arrays["count"])))),
                          tickers={t: QualityOut(**asdict(q)) for t, q in found.items()},
