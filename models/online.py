@@ -126,6 +126,18 @@ class OnlineLearner:
         self.queue_y: list[np.ndarray] = []
         self.counts = Counts()
 
+    def warm_up(self) -> None:
+        """Run the training step once on zeros and put every variable back: else the first
+        update of a serving engine stalls its loop for its tracing (~0.5 s)."""
+        saved = [v.numpy() for v in (*self._vars, *self.optimizer.variables)]
+        b, w, f = self.config.batch, self.config.window, self.n_features
+        zeros = [tf.zeros((b, s.shape[1])) for s in self.train_state]
+        _, _, grads, _ = self._grads(tf.zeros((b, w, f)), tf.zeros((b, w)), tf.zeros((b, w)),
+                                     zeros)
+        self._apply(grads)
+        for v, value in zip((*self._vars, *self.optimizer.variables), saved, strict=True):
+            v.assign(value)
+
     @property
     def n_rows(self) -> int:
         return len(self.has_await)

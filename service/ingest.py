@@ -170,6 +170,8 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("engine already started")
         malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
+        if self.settings.learn:
+            self._learner.warm_up()  # the first update must not stall the loop for tracing
         # TensorFlow and Keras leave ~300k objects to the cyclic GC: a full collection walks
         # them all (~0.3 s here) holding the GIL, stalling the loop and HTTP alike. They
         # live as long as the process: out of the collector's sight with them.

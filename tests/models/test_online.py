@@ -28,13 +28,17 @@ def artifact(tmp_path_factory: pytest.TempPathFactory):
     return load_artifact(directory)
 
 
-def run(artifact, config: LearnConfig, cut: int, n_tickers: int = 12, n: int = 3000):
+def run(artifact, config: LearnConfig, cut: int, n_tickers: int = 12, n: int = 3000,
+        warm: bool = False):
     """The learner over a synthetic market fed in runs of `cut` ticks, with a stepper
-    taking each update as the engine does; returns the learner."""
+    taking each update as the engine does (warmed up first, as the engine does, if `warm`);
+    returns the learner."""
     ticks = SyntheticMarket(n_tickers, seed=4).ticks(n)
     row_of = {t: i for i, t in enumerate(ticks.tickers())}
     rows = np.array([row_of[t] for t in ticks.ticker])
     learner = OnlineLearner(artifact.model, config, n_tickers)
+    if warm:
+        learner.warm_up()
     stepper = artifact.stepper(n_tickers)
     last, meta = LastTicks.empty(n_tickers), artifact.meta
     for s in range(0, n, cut):
@@ -161,3 +165,11 @@ def test_state_round_trips_through_named_arrays(artifact, tmp_path: Path) -> Non
     for w, base in zip(b.model.get_weights(), artifact.model.get_weights(), strict=True):
         np.testing.assert_array_equal(w, base)
     assert int(b.optimizer.iterations.numpy()) == 0
+
+
+def test_warming_up_changes_nothing(artifact) -> None:
+    """The engine warms the training step up at start: every variable goes back."""
+    config = LearnConfig(window=8, batch=4, rate=1e-2)
+    cold, warm = run(artifact, config, 300), run(artifact, config, 300, warm=True)
+    for name, value in cold.export_state(12).items():
+        assert value.tobytes() == warm.export_state(12)[name].tobytes(), name
