@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.lstm import STATE_DTYPE, LSTMStepper, build_model, lstm_weights
+from models.lstm import STATE_DTYPE, LayerWeights, LSTMStepper, build_model, lstm_weights
 
 # the queue also trains when it holds this many times `batch` chunks, however few rows
 # they cover: a handful of busy tickers must not pile up chunks for ever
@@ -105,8 +105,15 @@ class OnlineLearner:
         self.units = [la.units for la in self._lstm]
         self.n_features = int(model.inputs[0].shape[-1])
         self._loss_alpha = 1.0 - 0.5 ** (1.0 / config.loss_halflife)
-        self._grads = tf.function(self._forward_backward, reduce_retracing=True)
-        self._apply = tf.function(self._apply_grads, reduce_retracing=True)
+        # where each layer's weights sit in _vars, in lstm_weights' order (kernel,
+        # recurrent, bias; the head's kernel, bias): load_into reads them from there
+        at = {id(v): i for i, v in enumerate(self._vars)}
+        self._layer_at = [[at[id(v)] for v in la.weights] for la in self._lstm]
+        self._head_at = [at[id(v)] for v in self._dense.weights]
+        # the whole step (forward, backward, guardrails, Adam) is one graph call: one
+        # dispatch and one GIL hand-off per update, gradients never leave the graph
+        self._step = tf.function(self._train_step, reduce_retracing=True)
+        self._learned: list[np.ndarray] | None = None  # the weights after the last update
         self.reset(n_rows)
 
     def reset(self, n_rows: int) -> None:
@@ -114,6 +121,7 @@ class OnlineLearner:
         self.model.set_weights(self._base_weights)
         for v, initial in zip(self.optimizer.variables, self._opt_initial, strict=True):
             v.assign(initial)
+        self._learned = None
         w, f = self.config.window, self.n_features
         self.train_state = [np.zeros((n_rows, u), STATE_DTYPE) for u in self.units for _ in "hc"]
         self.await_x = np.zeros((n_rows, f), STATE_DTYPE)  # each row's last input, no target yet
@@ -132,11 +140,11 @@ class OnlineLearner:
         saved = [v.numpy() for v in (*self._vars, *self.optimizer.variables)]
         b, w, f = self.config.batch, self.config.window, self.n_features
         zeros = [tf.zeros((b, s.shape[1])) for s in self.train_state]
-        _, _, grads, _ = self._grads(tf.zeros((b, w, f)), tf.zeros((b, w)), tf.zeros((b, w)),
-                                     zeros)
-        self._apply(grads)
+        self._step(tf.zeros((b, w, f)), tf.zeros((b, w)), tf.zeros((b, w)), zeros,
+                   tf.constant(math.inf, tf.float64))  # inf: applied, both branches traced
         for v, value in zip((*self._vars, *self.optimizer.variables), saved, strict=True):
             v.assign(value)
+        self._learned = None
 
     @property
     def n_rows(self) -> int:
@@ -270,13 +278,31 @@ class OnlineLearner:
         grads = tape.gradient(loss, self._vars)
         return loss, tf.linalg.global_norm(grads), grads, finals
 
-    def _apply_grads(self, grads: list[tf.Tensor]) -> None:
-        self.optimizer.apply(grads, self._vars)
+    def _train_step(self, x: tf.Tensor, y: tf.Tensor, weight: tf.Tensor,
+                    states: list[tf.Tensor], threshold: tf.Tensor):
+        """`_forward_backward`, then Adam's step if the guardrails of `train` let it: the
+        loss and the gradients' norm finite and the loss (as float64) not above
+        `threshold`. Returns the loss, the norm, whether it applied, the final states and
+        the weights after it."""
+        loss, norm, grads, finals = self._forward_backward(x, y, weight, states)
+        ok = tf.logical_and(tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm)),
+                            tf.logical_not(tf.cast(loss, tf.float64) > threshold))
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply(grads, self._vars)
+            return tf.constant(True)
+
+        applied = tf.cond(ok, apply, lambda: tf.constant(False))
+        with tf.control_dependencies([applied]):
+            weights = [tf.identity(v) for v in self._vars]
+        return loss, norm, applied, finals, weights
 
     def train(self, update: Update) -> bool:
         """One optimizer step, unless a guardrail refuses it; True if the weights changed.
 
         Either way the rows' training state moves past the chunk (its ticks were seen).
+        Guardrails: a loss or gradient norm that is not finite, or (once there is a running
+        loss) a loss above `max_loss_ratio` x the running loss, skips the step.
         """
         real = update.rows >= 0
         rows = update.rows[real]
@@ -286,29 +312,42 @@ class OnlineLearner:
             padded[real] = s[rows]
             states.append(padded)
         weight = np.repeat(real[:, None], self.config.window, axis=1).astype(STATE_DTYPE)
-        loss_t, norm_t, grads, finals = self._grads(
+        c = self.counts
+        running = c.running_loss
+        threshold = math.inf if running is None else self.config.max_loss_ratio * running
+        loss_t, norm_t, applied_t, finals, weights = self._step(
             tf.constant(update.x), tf.constant(update.y), tf.constant(weight),
-            [tf.constant(s) for s in states])
-        loss, norm = float(loss_t), float(norm_t)
+            [tf.constant(s) for s in states], tf.constant(threshold, tf.float64))
+        loss, norm, applied = float(loss_t), float(norm_t), bool(applied_t)
         for s, final in zip(self.train_state, finals, strict=True):
             f = final.numpy()[real]
             s[rows] = np.where(np.isfinite(f), f, 0.0)
-        c = self.counts
+        # the same decisions as the graph's, in Python floats: the counts and running loss
         if not (math.isfinite(loss) and math.isfinite(norm)):
             c.skipped_nonfinite += 1
-            return False
-        running = c.running_loss
-        c.running_loss = loss if running is None else running + self._loss_alpha * (loss - running)
-        if running is not None and loss > self.config.max_loss_ratio * running:
-            c.skipped_outlier += 1
-            return False
-        self._apply(grads)
-        c.updates += 1
-        return True
+            ok = False
+        else:
+            c.running_loss = loss if running is None else running + self._loss_alpha * (
+                loss - running)
+            ok = not (running is not None and loss > threshold)
+            if not ok:
+                c.skipped_outlier += 1
+        if ok != applied:
+            raise RuntimeError(f"the training step {'applied' if applied else 'skipped'} an "
+                               f"update its guardrails {'refuse' if applied else 'allow'}")
+        if ok:
+            c.updates += 1
+            self._learned = [w.numpy() for w in weights]
+        return ok
 
     def load_into(self, stepper: LSTMStepper) -> None:
         """The stepper predicts with the weights just learned."""
-        stepper.set_weights(*lstm_weights(self.model))
+        w = self._learned
+        if w is None:  # nothing learned since a reset, a warm-up or an import: read them
+            w = [np.asarray(v.numpy(), STATE_DTYPE) for v in self._vars]
+        layers = [LayerWeights(*(w[i] for i in at)) for at in self._layer_at]
+        kernel, bias = (w[i] for i in self._head_at)
+        stepper.set_weights(layers, kernel[:, 0], bias)
 
     # ---- rows
 
@@ -372,6 +411,7 @@ class OnlineLearner:
             v.assign(arrays[f"learn.weight.{i}"])
         for i, v in enumerate(self.optimizer.variables):
             v.assign(arrays[f"learn.opt.{i}"])
+        self._learned = None
         for i, s in enumerate(self.train_state):
             s[:k] = arrays[f"learn.state.{i}"]
         self.await_x[:k], self.has_await[:k] = arrays["learn.await_x"], arrays["learn.has_await"]

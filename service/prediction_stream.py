@@ -46,6 +46,13 @@ def entry_fields(model_version: str, stream_id: StreamId, tickers: Sequence[str]
             "last_price", last_price.astype(_FLOATS).tobytes()]
 
 
+def predictions_of(fields: Sequence[str | bytes | int]) -> list[Prediction]:
+    """The predictions in `entry_fields`' output, as a consumer would read them back."""
+    raw = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
+           for k, v in zip(fields[0::2], fields[1::2], strict=True)}
+    return stream_predictions([(b"0-0", raw)])
+
+
 def stream_predictions(entries: Iterable[tuple[bytes, Mapping[bytes, bytes]]]
                        ) -> list[Prediction]:
     """Every prediction in predictions-stream entries (an XRANGE or XREAD reply's list of

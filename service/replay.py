@@ -24,7 +24,7 @@ from models.ticks import TickTable
 from service.apply import apply_entries
 from service.config import Settings
 from service.entries import RawEntry, TickerCache, parse_entries
-from service.prediction_stream import stream_predictions
+from service.prediction_stream import predictions_of
 from service.records import parse_id
 from service.registry import Registry
 from service.snapshot import Prediction
@@ -107,10 +107,7 @@ def replay(artifact: Artifact, settings: Settings, batches: Iterator[list[RawEnt
                                    parse_entries(batch, names), publish=True)
         state.cursor = parse_id(batch[-1][0].decode())
         for fields in outputs.published:
-            pairs = dict(zip(fields[0::2], fields[1::2], strict=True))
-            entry = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
-                     for k, v in pairs.items()}
-            writer.add(stream_predictions([(b"0-0", entry)]))
+            writer.add(predictions_of(fields))
         for d in outputs.dead:
             dead[d.reason] = dead.get(d.reason, 0) + 1
         entries += len(batch)

@@ -16,6 +16,10 @@ def _applied(http: httpx.Client) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _number(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def summary(url: str, headers: dict[str, str], window_s: float = 1.0) -> list[str]:
     """Lines to print; httpx.HTTPError if the service does not answer."""
     with httpx.Client(base_url=url, timeout=5, headers=headers) as http:
@@ -23,6 +27,8 @@ def summary(url: str, headers: dict[str, str], window_s: float = 1.0) -> list[st
         time.sleep(window_s)
         ready: dict[str, Any] = http.get("/readyz").json()
         rate = (_applied(http) - before) / (time.perf_counter() - t0)
+        model: dict[str, Any] = http.get("/v1/model").json()
+        overall = http.get("/v1/quality", params={"per_ticker": "false"}).json()["overall"]
     snap = ready.get("snapshot") or {}
     state = "ready" if ready["ready"] else "NOT READY: " + "; ".join(ready["reasons"])
     return [
@@ -32,6 +38,10 @@ def summary(url: str, headers: dict[str, str], window_s: float = 1.0) -> list[st
         f"  lag           {ready['lag'] if ready['lag'] is not None else 'unknown'} entries",
         f"  tickers       {ready['tickers']:,} of {ready['capacity']:,} rows",
         f"  model         {ready['model_version']}",
+        f"  learning      {'on' if model['learning']['on'] else 'off'}, {model['updates']:,} "
+        f"updates ({sum(model['skipped'].values())} skipped)",
+        f"  skill         {_number(overall['skill'])} (weighted), "
+        f"{_number(overall['skill_total'])} since start, over {overall['scored']:,} scored",
         f"  fresh         {ready['snapshot_age_s']:.2f} s ago (last stream entry "
         f"{ready['stream_id']})",
         f"  snapshot      {snap.get('written', 0)} written, last at {snap.get('cursor')} "

@@ -34,6 +34,13 @@ def test_serve_on_embedded_defaults_shows_predictions_moving(tmp_path: Path):
                                 capture_output=True, text=True, timeout=30)
         assert status.returncode == 0 and ": ready" in status.stdout, status.stdout
         assert "ticks/s" in status.stdout and "tickers       " in status.stdout
+        # the demo learns: online updates within ~1,000 ticks (64 chunks of 16)
+        deadline = time.monotonic() + 120
+        while (model := service.http.get("/v1/model").json())["updates"] == 0:
+            assert time.monotonic() < deadline, model
+            time.sleep(1.0)
+        assert model["learning"]["on"] and "+" in model["model_version"]
+        assert "learning      on" in status.stdout and "skill" in status.stdout
     finally:
         service.stop()
     said = service.log_tail()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.prediction_stream import FORMAT, entry_fields, stream_predictions
+from service.prediction_stream import FORMAT, entry_fields, predictions_of, stream_predictions
 from service.snapshot import Prediction
 
 
@@ -35,3 +35,12 @@ def test_an_entry_it_cannot_read_is_refused(change: dict[bytes, bytes]) -> None:
                         np.array([1, 1]), np.zeros(2), np.ones(2), np.ones(2))
     with pytest.raises(ValueError):
         stream_predictions([(b"1-0", {**fields_of(args), **change})])
+
+
+def test_entry_fields_read_back_as_written() -> None:
+    fields = entry_fields("v+3", "9-1", ["A", "B"], [b"5-0", b"9-1"], np.array([5, 9]),
+                          np.array([1, 4]), np.array([0.5, -1e-3]), np.array([2.0, 3.0]),
+                          np.array([1.0, 3.003]))
+    got = predictions_of(fields)
+    assert [(p.ticker, p.stream_id, p.steps, p.prediction, p.model_version) for p in got] == [
+        ("A", "5-0", 1, 0.5, "v+3"), ("B", "9-1", 4, -1e-3, "v+3")]
