@@ -42,6 +42,8 @@ class DrainRun:
     replayed: int = 0  # of `applied`: recomputed after a restore, outputs not written
     updates: int = 0  # the learner's optimizer steps applied (learning on)
     skipped: int = 0  # ... and refused by a guardrail (they cost a forward-backward too)
+    start_seconds: float = 0.0  # of `seconds`: in Engine.start() (with learning on, the
+    # learner's one-off warm-up: tracing its training step)
 
     def rate(self) -> float:
         return self.applied / self.seconds
@@ -85,6 +87,7 @@ def engine_run(settings: Settings, artifact: Artifact, url: str,
         aof0 = aof_size(probe)
         t0 = time.perf_counter()
         engine.start()
+        started = time.perf_counter() - t0
         try:
             wait_for(lambda: done(engine), f"{settings.name} on {settings.stream}",
                      timeout_s, every_s=POLL_S)
@@ -99,7 +102,7 @@ def engine_run(settings: Settings, artifact: Artifact, url: str,
     if c.errors or c.dead_lettered:
         raise RuntimeError(f"{settings.name} was not clean: {engine.status()}")
     return DrainRun(seconds, c.applied + c.replayed, aof, c.step_seconds, c.commit_seconds,
-                    c.replayed, learner["updates"], sum(learner["skipped"].values()))
+                    c.replayed, learner["updates"], sum(learner["skipped"].values()), started)
 
 
 def engine_drain(settings: Settings, artifact: Artifact, url: str) -> DrainRun:

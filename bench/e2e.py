@@ -39,7 +39,7 @@ import redis
 from bench import http_load, latency, memory
 from bench.drain import DrainRun, aof_size, bare_drain, engine_drain
 from bench.model import UNITS, untrained_artifact
-from bench.naive import predict_loop_rate
+from bench.naive import predict_loop_rate_apart
 from bench.recovery import Recovery, SnapshotCost, measure_recovery, measure_snapshot
 from bench.service import Server, bare_app, tickstream_serve, wait_for
 from bench.traffic import SHAPES, fill, tick_fields
@@ -211,8 +211,11 @@ def drain_on(cfg: Config, server: EmbeddedRedis, cases: list[DrainCase], artifac
                    f"{bare.aof_per_tick():.1f}" if case.aof else "")
             if case.learn:
                 steps = engine.updates + engine.skipped
+                after = engine.applied / (engine.seconds - engine.start_seconds)
                 aof += (f"; learner: {steps} optimizer steps ({engine.skipped} skipped), "
-                        f"{steps / engine.seconds:.1f}/s of drain")
+                        f"{steps / engine.seconds:.1f}/s of drain; start() took "
+                        f"{engine.start_seconds:.2f}s (its warm-up), after it {after:,.0f}/s "
+                        f"({after / bare.rate():.2f}x)")
             say(f"[drain {case.label} {r + 1}/{cfg.rounds}] bare {bare.rate():,.0f}/s, engine "
                 f"{engine.rate():,.0f}/s ({engine.rate() / bare.rate():.2f}x); engine step "
                 f"{engine.step_seconds:.1f}s, waiting on commits {engine.commit_seconds:.1f}s "
@@ -335,7 +338,9 @@ def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
     from models.online import make_deterministic
     from service.malloc import keep_freed_memory
 
-    make_deterministic()  # as `tickstream serve` runs TensorFlow: the learner's threads
+    # TensorFlow as `tickstream serve` runs it (one thread per op) for the learning engine;
+    # the naive loop runs in processes of its own, with TensorFlow's default threads
+    make_deterministic()
     keep_freed_memory()  # as the service does: bare and engine runs share this process
     res = Results(cfg, machine())
     with tempfile.TemporaryDirectory(prefix="tickstream-e2e-") as tmp:
@@ -351,8 +356,8 @@ def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
                 run_recovery(cfg, server, artifact, model_dir, workdir, res, say)
             say(f"[naive] model.predict per tick, N={cfg.tickers}, {cfg.naive_ticks} ticks "
                 f"x {cfg.rounds}")
-            res.naive = [predict_loop_rate(model_dir, cfg.tickers, cfg.naive_ticks, 1, seed=r)
-                         for r in range(cfg.rounds)]
+            res.naive = [predict_loop_rate_apart(model_dir, cfg.tickers, cfg.naive_ticks, 1,
+                                                 seed=r) for r in range(cfg.rounds)]
             say(f"[naive] {median(res.naive):,.1f} ticks/s")
             run_service_scenarios(cfg, server, model_dir, workdir, res, say)
     return res

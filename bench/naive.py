@@ -3,11 +3,17 @@
 One `model.predict` per tick on the stateful batch-size-N model: the tick's row carries
 its features, every call runs the whole (N, 1, F) batch. Timed on a sample of ticks, since
 each call costs tens of milliseconds.
+
+`python -m bench.naive MODEL_DIR N TICKS RUNS SEED` prints the rate: bench.e2e runs it so,
+in a process of its own, with TensorFlow's default threads as a Keras user has them (the
+bench's own process runs TensorFlow as `tickstream serve` does: one thread per op).
 """
 
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,3 +49,17 @@ def predict_loop_rate(model_dir: Path, n_rows: int, ticks: int, runs: int,
             one_tick()
         rates.append(ticks / (time.perf_counter() - t0))
     return statistics.median(rates)
+
+
+def predict_loop_rate_apart(model_dir: Path, n_rows: int, ticks: int, runs: int,
+                            seed: int = 0) -> float:
+    """`predict_loop_rate` in a fresh Python process (TensorFlow's default threads)."""
+    out = subprocess.run([sys.executable, "-m", "bench.naive", str(model_dir), str(n_rows),
+                          str(ticks), str(runs), str(seed)], check=True, capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    return float(out.split()[-1])
+
+
+if __name__ == "__main__":
+    directory, n, t, r, s = sys.argv[1:6]
+    print(predict_loop_rate(Path(directory), int(n), int(t), int(r), seed=int(s)))
