@@ -117,6 +117,8 @@ class Engine:
         self.artifact = artifact
         self.base_version = artifact.meta.model_version
         self._learner = OnlineLearner(artifact.model, settings.learn_config, 1)
+        if settings.learn:  # part of loading the model: the first update must not stall
+            self._learner.warm_up()  # the loop for its tracing (~0.5 s)
         self._row_floats = artifact.stepper(1).row_state_size
         self._layout = Layout.from_settings(settings)
         self._recycle_ms = (None if settings.recycle_idle_s is None
@@ -170,8 +172,6 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("engine already started")
         malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
-        if self.settings.learn:
-            self._learner.warm_up()  # the first update must not stall the loop for tracing
         # TensorFlow and Keras leave ~300k objects to the cyclic GC: a full collection walks
         # them all (~0.3 s here) holding the GIL, stalling the loop and HTTP alike. They
         # live as long as the process: out of the collector's sight with them.
