@@ -441,6 +441,7 @@ def replay(
     csv: Annotated[Path | None, typer.Option(
         exists=True, dir_okay=False, help="ticks from ticker,ts,price[,volume]")] = None,
     from_redis: Annotated[bool, typer.Option(
+        "--from-redis",
         help="ticks from the stream in Redis (STREAM at REDIS_URL), from its first entry")
     ] = False,
     state_out: Annotated[Path | None, typer.Option(
@@ -461,13 +462,14 @@ def replay(
         raise typer.BadParameter("give exactly one of --csv FILE or --from-redis",
                                  param_hint="--csv / --from-redis")
     settings = load_settings(**flags)
+    url = _need_redis(settings) if from_redis else None
+    table = None if csv is None else _read_csv(csv)
     artifact = _artifact(settings)
     with ExitStack() as stack:
-        if csv is not None:
-            table = _read_csv(csv)
+        if table is not None:
             total, batches = len(table), csv_entries(table, settings.batch_count)
         else:
-            client = stack.enter_context(_connect(_need_redis(settings)))
+            client = stack.enter_context(_connect(str(url)))
             total = client.xlen(settings.stream)
             batches = redis_entries(client, settings.stream, settings.batch_count)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -505,10 +507,11 @@ def export(
     from service.snapshots import SnapshotStore
 
     settings = load_settings(**flags)
+    url = _need_redis(settings)
     artifact = _artifact(settings)
     base = artifact.meta.model_version
     layout = Layout.from_settings(settings)
-    with _connect(_need_redis(settings)) as client:
+    with _connect(url) as client:
         try:
             data = SnapshotStore(client, layout, b"", None).load(
                 artifact.stepper(1).row_state_size, base)

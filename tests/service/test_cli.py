@@ -60,6 +60,11 @@ def test_every_setting_is_a_serve_flag() -> None:
     (["feed", "--synthetic", "--rate", "-1", "--redis-url", "redis://x"], "--rate"),
     (["feed", "--csv", "no/such/file.csv", "--redis-url", "redis://x"], "does not exist"),
     (["bench", "step", "--sizes", "ten"], "positive integers"),
+    (["replay", "--out", "x.csv"], "exactly one of --csv FILE or --from-redis"),
+    (["replay", "--out", "x.csv", "--from-redis"], "TICKSTREAM_REDIS_URL"),
+    (["replay", "--out", "x.csv", "--csv", "no/such.csv"], "does not exist"),
+    (["replay", "--out", "x.csv", "--from-redis", "--learn-window", "0"], "--learn-window"),
+    (["export", "--out", "x"], "TICKSTREAM_REDIS_URL"),
 ])
 def test_bad_input_exits_2_with_a_message_not_a_traceback(args: list[str], says: str) -> None:
     result = runner.invoke(app, args)
