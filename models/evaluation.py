@@ -6,10 +6,9 @@ comes from a prediction that saw its own answer (prequential evaluation, as Rive
 progressive validation with delayed labels). The zero forecast (the random walk) is
 scored beside it: skill = 1 - MSE_model / MSE_zero.
 
-Per row: exponentially weighted MSEs (half-life in the row's ticks) and sums since start.
-Rows are updated one rank at a time (a row's 1st tick of the run, then its 2nd, ...), each
-an elementwise operation, so the figures do not depend on how the stream was cut into
-batches.
+Per row: exponentially weighted MSEs (half-life in the row's ticks) and sums since start,
+moved once per run of ticks in closed form. How the stream is cut into batches moves them
+in the last bits only, as it moves the predictions they score (the stepper's float32 sums).
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# each array of the state, with its dtype; all (N,)
-FIELDS = {"pred": np.float64, "has_pred": bool, "ewm_model": np.float64,
-          "ewm_zero": np.float64, "sum_model": np.float64, "sum_zero": np.float64,
-          "count": np.int64, "hits": np.int64, "signed": np.int64}
+from models.rows import grouped
+
+# the per-row floats, one column each: weighted MSEs, then sums since start
+FLOATS = ("ewm_model", "ewm_zero", "sum_model", "sum_zero")
+INTS = ("count", "hits", "signed")  # scored; signs called right; non-zero returns
 
 
 @dataclass(frozen=True)
@@ -51,91 +51,119 @@ def _skill(model: float, zero: float) -> float | None:
 
 
 class Evaluator:
-    """Prequential scores per row; the state is a handful of (N,) arrays."""
+    """Prequential scores per row: a few (N,) and (N, k) arrays."""
 
     def __init__(self, n_rows: int, halflife: float) -> None:
         self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
-        self.arrays = {name: np.zeros(n_rows, dtype) for name, dtype in FIELDS.items()}
+        self.pred = np.zeros(n_rows)  # each row's standing prediction
+        self.has_pred = np.zeros(n_rows, bool)
+        self.floats = np.zeros((n_rows, len(FLOATS)))
+        self.ints = np.zeros((n_rows, len(INTS)), np.int64)
 
-    def observe(self, rows: np.ndarray, realised: np.ndarray, predicted: np.ndarray) -> None:
+    def __len__(self) -> int:
+        return len(self.pred)
+
+    def observe(self, rows: np.ndarray, realised: np.ndarray, predicted: np.ndarray,
+                order: np.ndarray | None = None) -> None:
         """A run of ticks in stream order: score each row's standing prediction against the
-        tick's realised log return, then let the tick's own prediction stand."""
-        if not len(rows):
+        tick's realised log return, then let the tick's own prediction stand. `order`:
+        `grouped(rows)`, if the caller has it already."""
+        m = len(rows)
+        if not m:
             return
-        a = self.arrays
-        order = np.argsort(rows, kind="stable")
-        r = rows[order]
-        first = np.ones(len(r), bool)
+        order = grouped(rows) if order is None else order
+        r, ret, pred = rows[order], realised[order], predicted[order]
+        first = np.ones(m, bool)
         first[1:] = r[1:] != r[:-1]
-        starts = np.flatnonzero(first)
-        rank = np.arange(len(r)) - np.repeat(starts, np.diff(np.append(starts, len(r))))
-        for s in range(int(rank.max()) + 1):
-            at = order[rank == s]  # each row's s-th tick of the run, one per row
-            rr, ret = rows[at], realised[at]
-            scored = a["has_pred"][rr]
-            if scored.any():
-                rs, ret_s = rr[scored], ret[scored]
-                err_m = np.square(a["pred"][rs] - ret_s)
-                err_z = np.square(ret_s)
-                fresh = a["count"][rs] == 0
-                for name, err in (("ewm_model", err_m), ("ewm_zero", err_z)):
-                    old = a[name][rs]
-                    a[name][rs] = np.where(fresh, err, old + self.alpha * (err - old))
-                a["sum_model"][rs] += err_m
-                a["sum_zero"][rs] += err_z
-                a["count"][rs] += 1
-                nonzero = ret_s != 0
-                a["signed"][rs] += nonzero
-                a["hits"][rs] += nonzero & (np.sign(a["pred"][rs]) == np.sign(ret_s))
-            a["pred"][rr] = predicted[at]
-            a["has_pred"][rr] = True
+        standing = np.empty(m)  # what each tick scores: its row's previous prediction
+        standing[1:] = pred[:-1]
+        standing[first] = self.pred[r[first]]
+        scored = ~first | self.has_pred[r]
+        last = np.append(first[1:], True)
+        self.pred[r[last]] = pred[last]
+        self.has_pred[r[last]] = True
+        if not scored.any():
+            return
+        rs, ret, standing = r[scored], ret[scored], standing[scored]
+        nonzero = ret != 0
+        hit = nonzero & (np.sign(standing) == np.sign(ret))
+        starts = np.flatnonzero(np.append(True, rs[1:] != rs[:-1]))
+        moved = rs[starts]  # each scored row once, with its scored ticks from `starts` on
+        n = np.diff(np.append(starts, len(rs)))
+        err_m, err_z = np.square(standing - ret), np.square(ret)
+        # weighted MSE after n scores: (1 - alpha)^n x before + sum of alpha (1 - alpha)^(n-j)
+        # x err_j; a row's first score ever sets it (weight (1 - alpha)^(n-1), before none)
+        decay = 1.0 - self.alpha
+        fresh = self.ints[moved, 0] == 0
+        after = np.repeat(starts + n, n) - 1 - np.arange(len(rs))  # scores after this one
+        weight = self.alpha * decay**after
+        weight[starts[fresh]] = decay ** (n[fresh] - 1)
+        carried = np.where(fresh, 0.0, decay**n)
+        f = self.floats
+        f[moved, 0] = carried * f[moved, 0] + np.add.reduceat(weight * err_m, starts)
+        f[moved, 1] = carried * f[moved, 1] + np.add.reduceat(weight * err_z, starts)
+        f[moved, 2] += np.add.reduceat(err_m, starts)
+        f[moved, 3] += np.add.reduceat(err_z, starts)
+        self.ints[moved] += np.stack([n, np.add.reduceat(hit, starts),
+                                      np.add.reduceat(nonzero, starts)], axis=1)
 
     def skills(self) -> list[float | None]:
         """Each row's weighted skill (None until scored): what a prediction response shows."""
-        a = self.arrays
-        ok = (a["count"] > 0) & (a["ewm_zero"] > 0)
-        skill = 1.0 - a["ewm_model"] / np.where(ok, a["ewm_zero"], 1.0)
+        ewm_m, ewm_z = self.floats[:, 0], self.floats[:, 1]
+        ok = (self.ints[:, 0] > 0) & (ewm_z > 0)
+        skill = 1.0 - ewm_m / np.where(ok, ewm_z, 1.0)
         return [v if good else None for v, good in zip(skill.tolist(), ok.tolist(), strict=True)]
 
     def row(self, r: int) -> Quality:
-        a = self.arrays
-        return Quality.of(int(a["count"][r]), float(a["ewm_model"][r]), float(a["ewm_zero"][r]),
-                          float(a["sum_model"][r]), float(a["sum_zero"][r]), int(a["hits"][r]),
-                          int(a["signed"][r]))
+        ewm_m, ewm_z, sum_m, sum_z = self.floats[r].tolist()
+        count, hits, signed = self.ints[r].tolist()
+        return Quality.of(count, ewm_m, ewm_z, sum_m, sum_z, hits, signed)
 
-    def overall(self, k: int) -> Quality:
-        """All of the first k rows: since-start sums pooled; the EWMAs averaged over the
-        tickers scored so far (each ticker weighs the same, busy or quiet)."""
-        a = {name: v[:k] for name, v in self.arrays.items()}
-        seen = a["count"] > 0
+    def overall(self) -> Quality:
+        """All rows: since-start sums pooled; the EWMAs averaged over the rows scored so
+        far (each ticker weighs the same, busy or quiet)."""
+        seen = self.ints[:, 0] > 0
         if not seen.any():
             return Quality.of(0, 0, 0, 0, 0, 0, 0)
-        return Quality.of(int(a["count"].sum()), float(a["ewm_model"][seen].mean()),
-                          float(a["ewm_zero"][seen].mean()), float(a["sum_model"].sum()),
-                          float(a["sum_zero"].sum()), int(a["hits"].sum()),
-                          int(a["signed"].sum()))
+        ewm_m, ewm_z = self.floats[seen, :2].mean(axis=0).tolist()
+        sum_m, sum_z = self.floats[:, 2:].sum(axis=0).tolist()
+        count, hits, signed = self.ints.sum(axis=0).tolist()
+        return Quality.of(count, ewm_m, ewm_z, sum_m, sum_z, hits, signed)
 
     def copy(self, k: int) -> Evaluator:
         """The scores of the first k rows, as they are now, for readers on other threads."""
-        out = Evaluator.__new__(Evaluator)
+        out = Evaluator(0, 1.0)
         out.alpha = self.alpha
-        out.arrays = {name: v[:k].copy() for name, v in self.arrays.items()}
+        out.pred, out.has_pred = self.pred[:k].copy(), self.has_pred[:k].copy()
+        out.floats, out.ints = self.floats[:k].copy(), self.ints[:k].copy()
         return out
 
     def grow(self, n_rows: int) -> None:
-        for name, v in self.arrays.items():
-            if n_rows > len(v):
-                self.arrays[name] = np.concatenate([v, np.zeros(n_rows - len(v), v.dtype)])
+        extra = n_rows - len(self)
+        if extra > 0:
+            self.pred = np.concatenate([self.pred, np.zeros(extra)])
+            self.has_pred = np.concatenate([self.has_pred, np.zeros(extra, bool)])
+            self.floats = np.concatenate([self.floats, np.zeros((extra, len(FLOATS)))])
+            self.ints = np.concatenate([self.ints, np.zeros((extra, len(INTS)), np.int64)])
 
     def clear_rows(self, rows: np.ndarray) -> None:
         """A recycled row belongs to a new ticker: its scores start over."""
-        for v in self.arrays.values():
-            v[rows] = 0
+        self.pred[rows], self.has_pred[rows] = 0.0, False
+        self.floats[rows], self.ints[rows] = 0.0, 0
 
     def export_state(self, k: int) -> dict[str, np.ndarray]:
-        return {f"eval.{name}": v[:k].copy() for name, v in self.arrays.items()}
+        """Named (k,) arrays for the snapshot: `eval.pred`, `eval.has_pred`, and one per
+        figure of FLOATS and INTS."""
+        out = {"eval.pred": self.pred[:k].copy(), "eval.has_pred": self.has_pred[:k].copy()}
+        out |= {f"eval.{name}": self.floats[:k, j].copy() for j, name in enumerate(FLOATS)}
+        out |= {f"eval.{name}": self.ints[:k, j].copy() for j, name in enumerate(INTS)}
+        return out
 
     def import_state(self, arrays: dict[str, np.ndarray], k: int) -> None:
-        for name, v in self.arrays.items():
-            if f"eval.{name}" in arrays:
-                v[:k] = arrays[f"eval.{name}"]
+        if "eval.pred" not in arrays:
+            return  # a snapshot from before live scores: they start now
+        self.pred[:k], self.has_pred[:k] = arrays["eval.pred"], arrays["eval.has_pred"]
+        for j, name in enumerate(FLOATS):
+            self.floats[:k, j] = arrays[f"eval.{name}"]
+        for j, name in enumerate(INTS):
+            self.ints[:k, j] = arrays[f"eval.{name}"]

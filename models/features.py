@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.rows import grouped
+
 FEATURES = ("log_return", "log_volume", "log_gap")
 STD_FLOOR = 1e-6  # a constant feature must not divide by zero
 
@@ -59,7 +61,7 @@ def compute_features(
     after = last.copy()
     if m == 0:
         return np.zeros((0, len(FEATURES))), after
-    order = np.argsort(rows, kind="stable")  # groups each row's ticks, keeps their order
+    order = grouped(rows)  # groups each row's ticks, keeps their order
     r, p, t = rows[order], price[order], ts_ms[order]
     same_row_before = np.zeros(m, bool)
     same_row_before[1:] = r[1:] == r[:-1]

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from models.rows import grouped
+
 STATE_DTYPE = np.float32
 
 # The step's matmuls are small: one BLAS thread is faster than two fighting the ingest
@@ -178,7 +180,7 @@ class LSTMStepper:
         ks = n_act - np.cumsum(np.bincount(per_row))[:-1]
         off = np.concatenate(([0], np.cumsum(ks)))
         # rank of each tick within its row = the timestep at which that row consumes it
-        by_row = np.argsort(rows, kind="stable")
+        by_row = grouped(rows)
         rank = np.empty(m, np.intp)
         rank[by_row] = np.arange(m) - (np.cumsum(counts) - counts)[rows[by_row]]
         pos = np.empty(self.n_rows, np.intp)

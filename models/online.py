@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.lstm import STATE_DTYPE, LayerWeights, LSTMStepper, build_model, lstm_weights
+from models.rows import grouped
 
 # the queue also trains when it holds this many times `batch` chunks, however few rows
 # they cover: a handful of busy tickers must not pile up chunks for ever
@@ -166,7 +167,7 @@ class OnlineLearner:
         m, w = len(rows), self.config.window
         if m == 0:
             return []
-        order = np.argsort(rows, kind="stable")
+        order = grouped(rows)
         r = rows[order]
         first = np.ones(m, bool)
         first[1:] = r[1:] != r[:-1]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.rows import grouped
 from service.entries import Parsed, RawEntry, TickerCache, parse_entries
 from service.types import Row
 
@@ -59,7 +60,7 @@ def _in_order(state: RowState, rows: np.ndarray, ts_ms: np.ndarray) -> bool:
     """No tick older than the last applied tick of its row (in the batch or before)."""
     if not len(rows):
         return True
-    order = np.argsort(rows, kind="stable")
+    order = grouped(rows)
     r, t = rows[order], ts_ms[order]
     first_of_row = np.concatenate(([True], r[1:] != r[:-1]))
     before = np.where(state.last.price[r] > 0, state.last.ts_ms[r], -1)

@@ -217,7 +217,7 @@ class Engine:
     def skill(self, ticker: str) -> float | None:
         """The ticker's weighted live skill as of the last scores copy; None until scored."""
         row, scores = self._tickers.get(ticker), self._scores
-        if row is None or row >= len(scores.arrays["count"]):
+        if row is None or row >= len(scores):
             return None
         return scores.row(row).skill
 

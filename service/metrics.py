@@ -115,7 +115,7 @@ def _learning(e: Engine) -> Iterator[Metric]:
                                 "exponentially weighted training loss (normalised units)",
                                 value=info["running_loss"])
     scores = e.scores
-    q = scores.overall(len(scores.arrays["count"]))
+    q = scores.overall()
     yield CounterMetricFamily("tickstream_predictions_scored",
                               "predictions scored against their realised return", value=q.scored)
     if q.scored:

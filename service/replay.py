@@ -122,7 +122,7 @@ def summary(state: RowState, entries: int, applied: int, dead: dict[str, int]
     """What a user tunes by: errors against the zero forecast, skill, the learner's record."""
     k = len(state.registry)
     ev, counts = state.evaluator, state.learner.counts
-    overall = ev.overall(k)
+    overall = ev.overall()
     rmse = {name: None if mse is None else math.sqrt(mse)
             for name, mse in (("model", overall.mse_model_total),
                               ("zero", overall.mse_zero_total))}

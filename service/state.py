@@ -19,6 +19,7 @@ from models.evaluation import Evaluator
 from models.features import LastTicks, compute_features
 from models.lstm import STATE_DTYPE, LSTMStepper
 from models.online import OnlineLearner
+from models.rows import grouped
 from service import prediction_stream
 from service.admit import Batch
 from service.commit import Outputs
@@ -150,11 +151,10 @@ class RowState:
         bounds.append(m)
         versions.append(self.model_version)
         ret = meta.target_scaler.inverse(out)  # (M,) next log return
-        self.evaluator.observe(rows, raw[:, 0], ret)
+        order = grouped(rows)  # each row's ticks together, in order
+        self.evaluator.observe(rows, raw[:, 0], ret, order)
         next_price = t.price * np.exp(ret)
 
-        m = len(rows)
-        order = np.argsort(rows, kind="stable")  # each row's ticks together, in order
         sorted_rows = rows[order]
         starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
         ends = np.append(starts[1:], m)

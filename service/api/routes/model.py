@@ -71,7 +71,7 @@ class QualityReport(BaseModel):
 
 def ticker_quality(scores: Evaluator, rows: dict[str, int], ticker: str) -> Quality | None:
     row = rows.get(ticker)
-    return None if row is None or row >= len(scores.arrays["count"]) else scores.row(row)
+    return None if row is None or row >= len(scores) else scores.row(row)
 
 
 @router.get("/v1/quality", response_model=QualityReport)
@@ -89,6 +89,6 @@ async def quality(
     if not per_ticker:
         wanted = []
     found = {t: q for t in wanted if (q := ticker_quality(scores, rows, t)) is not None}
-    return QualityReport(overall=QualityOut(**asdict(scores.overall(len(scores.arrays["count"])))),
+    return QualityReport(overall=QualityOut(**asdict(scores.overall())),
                          tickers={t: QualityOut(**asdict(q)) for t, q in found.items()},
                          unknown=[t for t in wanted if t not in found])
