@@ -22,6 +22,7 @@ from models.rows import grouped
 # the per-row floats, one column each: weighted MSEs, then sums since start
 FLOATS = ("ewm_model", "ewm_zero", "sum_model", "sum_zero")
 INTS = ("count", "hits", "signed")  # scored; signs called right; non-zero returns
+QUEUE_TICKS = 65_536  # ticks observed and not yet scored, at most
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,36 @@ class Evaluator:
         self.has_pred = np.zeros(n_rows, bool)
         self.floats = np.zeros((n_rows, len(FLOATS)))
         self.ints = np.zeros((n_rows, len(INTS)), np.int64)
+        self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._queued_ticks = 0
 
     def __len__(self) -> int:
         return len(self.pred)
 
-    def observe(self, rows: np.ndarray, realised: np.ndarray, predicted: np.ndarray,
-                order: np.ndarray | None = None) -> None:
+    def observe(self, rows: np.ndarray, realised: np.ndarray, predicted: np.ndarray) -> None:
         """A run of ticks in stream order: score each row's standing prediction against the
-        tick's realised log return, then let the tick's own prediction stand. `order`:
-        `grouped(rows)`, if the caller has it already."""
+        tick's realised log return, then let the tick's own prediction stand.
+
+        Queued, and scored together when the scores are read (or QUEUE_TICKS wait): scoring
+        costs ~45 numpy calls whatever the run's size, ~3% of a 1,000-tick loop iteration.
+        """
+        self._queued.append((np.array(rows), np.array(realised), np.array(predicted)))
+        self._queued_ticks += len(rows)
+        if self._queued_ticks >= QUEUE_TICKS:
+            self._score_queued()
+
+    def _score_queued(self) -> None:
+        if self._queued:
+            rows, realised, predicted = (np.concatenate(c)
+                                         for c in zip(*self._queued, strict=True))
+            self._queued, self._queued_ticks = [], 0
+            self._score(rows, realised, predicted)
+
+    def _score(self, rows: np.ndarray, realised: np.ndarray, predicted: np.ndarray) -> None:
         m = len(rows)
         if not m:
             return
-        order = grouped(rows) if order is None else order
+        order = grouped(rows)
         r, ret, pred = rows[order], realised[order], predicted[order]
         first = np.ones(m, bool)
         first[1:] = r[1:] != r[:-1]
@@ -109,12 +127,14 @@ class Evaluator:
 
     def skills(self) -> list[float | None]:
         """Each row's weighted skill (None until scored): what a prediction response shows."""
+        self._score_queued()
         ewm_m, ewm_z = self.floats[:, 0], self.floats[:, 1]
         ok = (self.ints[:, 0] > 0) & (ewm_z > 0)
         skill = 1.0 - ewm_m / np.where(ok, ewm_z, 1.0)
         return [v if good else None for v, good in zip(skill.tolist(), ok.tolist(), strict=True)]
 
     def row(self, r: int) -> Quality:
+        self._score_queued()
         ewm_m, ewm_z, sum_m, sum_z = self.floats[r].tolist()
         count, hits, signed = self.ints[r].tolist()
         return Quality.of(count, ewm_m, ewm_z, sum_m, sum_z, hits, signed)
@@ -122,6 +142,7 @@ class Evaluator:
     def overall(self) -> Quality:
         """All rows: since-start sums pooled; the EWMAs averaged over the rows scored so
         far (each ticker weighs the same, busy or quiet)."""
+        self._score_queued()
         seen = self.ints[:, 0] > 0
         if not seen.any():
             return Quality.of(0, 0, 0, 0, 0, 0, 0)
@@ -132,6 +153,7 @@ class Evaluator:
 
     def copy(self, k: int) -> Evaluator:
         """The scores of the first k rows, as they are now, for readers on other threads."""
+        self._score_queued()
         out = Evaluator(0, 1.0)
         out.alpha = self.alpha
         out.pred, out.has_pred = self.pred[:k].copy(), self.has_pred[:k].copy()
@@ -148,18 +170,21 @@ class Evaluator:
 
     def clear_rows(self, rows: np.ndarray) -> None:
         """A recycled row belongs to a new ticker: its scores start over."""
+        self._score_queued()
         self.pred[rows], self.has_pred[rows] = 0.0, False
         self.floats[rows], self.ints[rows] = 0.0, 0
 
     def export_state(self, k: int) -> dict[str, np.ndarray]:
         """Named (k,) arrays for the snapshot: `eval.pred`, `eval.has_pred`, and one per
         figure of FLOATS and INTS."""
+        self._score_queued()
         out = {"eval.pred": self.pred[:k].copy(), "eval.has_pred": self.has_pred[:k].copy()}
         out |= {f"eval.{name}": self.floats[:k, j].copy() for j, name in enumerate(FLOATS)}
         out |= {f"eval.{name}": self.ints[:k, j].copy() for j, name in enumerate(INTS)}
         return out
 
     def import_state(self, arrays: dict[str, np.ndarray], k: int) -> None:
+        self._queued, self._queued_ticks = [], 0
         if "eval.pred" not in arrays:
             return  # a snapshot from before live scores: they start now
         self.pred[:k], self.has_pred[:k] = arrays["eval.pred"], arrays["eval.has_pred"]

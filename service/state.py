@@ -151,10 +151,11 @@ class RowState:
         bounds.append(m)
         versions.append(self.model_version)
         ret = meta.target_scaler.inverse(out)  # (M,) next log return
-        order = grouped(rows)  # each row's ticks together, in order
-        self.evaluator.observe(rows, raw[:, 0], ret, order)
+        self.evaluator.observe(rows, raw[:, 0], ret)
         next_price = t.price * np.exp(ret)
 
+        m = len(rows)
+        order = grouped(rows)  # each row's ticks together, in order
         sorted_rows = rows[order]
         starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
         ends = np.append(starts[1:], m)
