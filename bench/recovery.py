@@ -47,7 +47,6 @@ from service.embedded_redis import EmbeddedRedis
 from service.layout import Layout
 from service.lease import Lease
 from service.reader import last_id
-from service.registry import Registry
 from service.snapshots import SnapshotStore
 from service.state import RowState
 
@@ -178,11 +177,8 @@ def measure_snapshot(server: EmbeddedRedis, artifact: Artifact, tickers: int, ti
         store.load_scripts()
         data = store.load(artifact.stepper(1).row_state_size, version)
         assert data is not None
-        registry = Registry(settings.initial_rows, settings.max_tickers, None,
-                            {t: i for i, t in enumerate(data.tickers)})
         learner = OnlineLearner(artifact.model, settings.learn_config, 1)
-        state = RowState.from_snapshot(artifact, registry, learner, settings.learn,
-                                       settings.eval_halflife, data)
+        state = RowState.from_snapshot(artifact, settings, learner, data)
         client.config_set("slowlog-log-slower-than", 0)
         client.config_set("slowlog-max-len", SLOWLOG_LEN)
         costs = []

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         return v
 
     @property
+    def recycle_idle_ms(self) -> int | None:
+        return None if self.recycle_idle_s is None else round(self.recycle_idle_s * 1000)
+
+    @property
     def learn_config(self) -> LearnConfig:
         from models.online import LearnConfig  # TensorFlow: not for `--help`
 

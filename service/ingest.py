@@ -46,7 +46,6 @@ from service.migrate import drop_legacy, has_legacy_state, load_legacy
 from service.reader import TickReader, entries_read_at, last_id, stream_counts
 from service.records import StateError, decode_prediction, parse_id
 from service.redis_io import Link, connect, write_refusal
-from service.registry import Registry
 from service.snapshot import Snapshot
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
 from service.state import NO_CURSOR, RowState
@@ -121,8 +120,6 @@ class Engine:
             self._learner.warm_up()  # the loop for its tracing (~0.5 s)
         self._row_floats = artifact.stepper(1).row_state_size
         self._layout = Layout.from_settings(settings)
-        self._recycle_ms = (None if settings.recycle_idle_s is None
-                            else round(settings.recycle_idle_s * 1000))
         self._client = connect(redis_url, settings.block_ms)
         self._link = Link(self._client)  # the loop's pipelined connection
         self._lease = Lease(self._client, self._layout.owner, settings.lease_ttl_s)
@@ -135,7 +132,7 @@ class Engine:
         self._standby = False  # another engine holds the lease: wait, read nothing
         self._names = TickerCache()
         # loop-thread state, replaced whole by _restore
-        self._state = self._new_state(self._new_registry({}))
+        self._state = RowState.empty(artifact, settings, self._learner)
         self._output_cursor = NO_CURSOR  # outputs of entries up to here are in Redis
         self._in_hand: list[RawEntry] = []  # read, not yet prepared
         self._in_flight: _Prepared | None = None  # sent, not yet confirmed
@@ -380,10 +377,7 @@ class Engine:
         fresh = data is None
         if data is None:
             data = self._first_snapshot()
-        registry = self._new_registry({t: i for i, t in enumerate(data.tickers)})
-        s = self.settings
-        state = RowState.from_snapshot(self.artifact, registry, self._learner, s.learn,
-                                       s.eval_halflife, data)
+        state = RowState.from_snapshot(self.artifact, self.settings, self._learner, data)
         behind = self._check_gap(state)
         out_raw, pred_raw = client.get(lay.output_cursor), client.hgetall(lay.predictions)
         out = out_raw.decode() if out_raw else None
@@ -665,11 +659,3 @@ class Engine:
             self._counters.lag = 0
         else:
             self._counters.lag = max(0, added - state.entries_read)
-
-    def _new_state(self, registry: Registry) -> RowState:
-        s = self.settings
-        return RowState.empty(self.artifact, registry, self._learner, s.learn, s.eval_halflife)
-
-    def _new_registry(self, rows: dict[str, Row]) -> Registry:
-        s = self.settings
-        return Registry(s.initial_rows, s.max_tickers, self._recycle_ms, rows)

@@ -26,7 +26,6 @@ from service.config import Settings
 from service.entries import RawEntry, TickerCache, parse_entries
 from service.prediction_stream import predictions_of
 from service.records import parse_id
-from service.registry import Registry
 from service.snapshot import Prediction
 from service.state import RowState
 
@@ -93,11 +92,8 @@ def replay(artifact: Artifact, settings: Settings, batches: Iterator[list[RawEnt
            out: TextIO, progress: Callable[[int], None] = lambda n: None
            ) -> tuple[RowState, dict[str, Any]]:
     """Run the engine's apply loop over `batches`; returns the end state and a summary."""
-    learner = OnlineLearner(artifact.model, settings.learn_config, 1)
-    registry = Registry(settings.initial_rows, settings.max_tickers,
-                        None if settings.recycle_idle_s is None
-                        else round(settings.recycle_idle_s * 1000), {})
-    state = RowState.empty(artifact, registry, learner, settings.learn, settings.eval_halflife)
+    state = RowState.empty(artifact, settings,
+                           OnlineLearner(artifact.model, settings.learn_config, 1))
     names = TickerCache()
     writer = PredictionWriter(out)
     entries = applied = 0

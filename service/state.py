@@ -9,6 +9,7 @@ recovery needs (as Flink's snapshotState / initializeState).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -23,6 +24,7 @@ from models.rows import grouped
 from service import prediction_stream
 from service.admit import Batch
 from service.commit import Outputs
+from service.config import Settings
 from service.records import StateError, format_id, parse_id
 from service.registry import Registry
 from service.snapshot import Prediction
@@ -46,22 +48,23 @@ class RowState:
     entries_read: int | None = None  # entries ever added to the stream up to the cursor
 
     @classmethod
-    def empty(cls, artifact: Artifact, registry: Registry, learner: OnlineLearner,
-              learning: bool, eval_halflife: float) -> RowState:
-        """A fresh state; `learner` (the engine keeps one: its tf.function is traced once)
-        goes back to the artifact's weights."""
+    def empty(cls, artifact: Artifact, settings: Settings, learner: OnlineLearner,
+              tickers: Sequence[str] = ()) -> RowState:
+        """A fresh state whose registry holds `tickers` in row order; `learner` (the engine
+        keeps one: its tf.function is traced once) goes back to the artifact's weights."""
+        registry = Registry(settings.initial_rows, settings.max_tickers,
+                            settings.recycle_idle_ms, {t: i for i, t in enumerate(tickers)})
         n = registry.capacity
         learner.reset(n)
         w = artifact.stepper(1)
         return cls(registry, LSTMStepper(w.layers, w.head_w, w.head_b, n), LastTicks.empty(n),
-                   np.zeros(n, np.int64), learner, learning, Evaluator(n, eval_halflife),
-                   artifact.meta.model_version)
+                   np.zeros(n, np.int64), learner, settings.learn,
+                   Evaluator(n, settings.eval_halflife), artifact.meta.model_version)
 
     @classmethod
-    def from_snapshot(cls, artifact: Artifact, registry: Registry, learner: OnlineLearner,
-                      learning: bool, eval_halflife: float, data: SnapshotData) -> RowState:
-        """`registry` must already hold data.tickers in row order."""
-        state = cls.empty(artifact, registry, learner, learning, eval_halflife)
+    def from_snapshot(cls, artifact: Artifact, settings: Settings, learner: OnlineLearner,
+                      data: SnapshotData) -> RowState:
+        state = cls.empty(artifact, settings, learner, data.tickers)
         k = len(data.tickers)
         rows = np.arange(k)
         state.stepper.set_rows(rows, data.rows)
