@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.rows import grouped
+from models.rows import grouped, padded
 
 # the per-row floats, one column each: weighted MSEs, then sums since start
 FLOATS = ("ewm_model", "ewm_zero", "sum_model", "sum_zero")
@@ -161,12 +161,9 @@ class Evaluator:
         return out
 
     def grow(self, n_rows: int) -> None:
-        extra = n_rows - len(self)
-        if extra > 0:
-            self.pred = np.concatenate([self.pred, np.zeros(extra)])
-            self.has_pred = np.concatenate([self.has_pred, np.zeros(extra, bool)])
-            self.floats = np.concatenate([self.floats, np.zeros((extra, len(FLOATS)))])
-            self.ints = np.concatenate([self.ints, np.zeros((extra, len(INTS)), np.int64)])
+        if n_rows > len(self):
+            self.pred, self.has_pred = padded(self.pred, n_rows), padded(self.has_pred, n_rows)
+            self.floats, self.ints = padded(self.floats, n_rows), padded(self.ints, n_rows)
 
     def clear_rows(self, rows: np.ndarray) -> None:
         """A recycled row belongs to a new ticker: its scores start over."""

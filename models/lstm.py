@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from models.rows import grouped
+from models.rows import grouped, padded
 
 STATE_DTYPE = np.float32
 
@@ -279,8 +279,5 @@ class LSTMStepper:
 
     def grow(self, n_rows: int) -> None:
         """Add zero-state rows at the end; existing rows keep their state bit-exactly."""
-        extra = n_rows - self.n_rows
-        if extra < 0:
-            raise ValueError(f"cannot shrink from {self.n_rows} to {n_rows} rows")
-        self.h = [np.concatenate([a, np.zeros((extra, a.shape[1]), STATE_DTYPE)]) for a in self.h]
-        self.c = [np.concatenate([a, np.zeros((extra, a.shape[1]), STATE_DTYPE)]) for a in self.c]
+        self.h = [padded(a, n_rows) for a in self.h]
+        self.c = [padded(a, n_rows) for a in self.c]

@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from models.lstm import STATE_DTYPE, LayerWeights, LSTMStepper, build_model, lstm_weights
-from models.rows import grouped
+from models.rows import grouped, padded
 
 # the queue also trains when it holds this many times `batch` chunks, however few rows
 # they cover: a handful of busy tickers must not pile up chunks for ever
@@ -74,6 +74,14 @@ class Update:
     rows: np.ndarray  # (B,) int, -1 = padding
     x: np.ndarray  # (B, W, F) float32
     y: np.ndarray  # (B, W) float32
+
+
+class Chunk(NamedTuple):
+    """W finished examples of one row, waiting for an optimizer step."""
+
+    row: int
+    x: np.ndarray  # (W, F) float32
+    y: np.ndarray  # (W,) float32
 
 
 @dataclass
@@ -134,9 +142,7 @@ class OnlineLearner:
         self.pend_x = np.zeros((n_rows, w, f), STATE_DTYPE)  # examples of the unfinished chunk
         self.pend_y = np.zeros((n_rows, w), STATE_DTYPE)
         self.pend_n = np.zeros(n_rows, np.int64)
-        self.queue_rows: list[int] = []  # finished chunks waiting for a step, in order
-        self.queue_x: list[np.ndarray] = []
-        self.queue_y: list[np.ndarray] = []
+        self.queue: list[Chunk] = []  # finished chunks waiting for a step, in order
         self.counts = Counts()
 
     def warm_up(self) -> None:
@@ -154,6 +160,10 @@ class OnlineLearner:
     @property
     def n_rows(self) -> int:
         return len(self.has_await)
+
+    @property
+    def queue_rows(self) -> list[int]:
+        return [c.row for c in self.queue]
 
     # ---- bookkeeping: which examples, chunks and steps a run of ticks makes
 
@@ -232,10 +242,8 @@ class OnlineLearner:
         b = self.config.batch
         updates = []
         for j in np.argsort(ticks, kind="stable").tolist():
-            self.queue_rows.append(int(rows[j]))
-            self.queue_x.append(cx[j])
-            self.queue_y.append(cy[j])
-            if (len(self.queue_rows) >= QUEUE_CAP_FACTOR * b
+            self.queue.append(Chunk(int(rows[j]), cx[j], cy[j]))
+            if (len(self.queue) >= QUEUE_CAP_FACTOR * b
                     or len(set(self.queue_rows)) >= min(b, int(known[j]))):
                 updates.append(self._take_update(int(ticks[j])))
         return updates
@@ -247,17 +255,15 @@ class OnlineLearner:
         x = np.zeros((b, w, f), STATE_DTYPE)
         y = np.zeros((b, w), STATE_DTYPE)
         taken: set[int] = set()
-        keep = []
-        for j, row in enumerate(self.queue_rows):
-            if row in taken or len(taken) == b:
-                keep.append(j)
+        kept = []
+        for chunk in self.queue:
+            if chunk.row in taken or len(taken) == b:
+                kept.append(chunk)
                 continue
             k = len(taken)
-            taken.add(row)
-            rows[k], x[k], y[k] = row, self.queue_x[j], self.queue_y[j]
-        self.queue_rows = [self.queue_rows[j] for j in keep]
-        self.queue_x = [self.queue_x[j] for j in keep]
-        self.queue_y = [self.queue_y[j] for j in keep]
+            taken.add(chunk.row)
+            rows[k], x[k], y[k] = chunk
+        self.queue = kept
         return Update(position, rows, x, y)
 
     # ---- training
@@ -336,27 +342,23 @@ class OnlineLearner:
         loss_t, norm_t, applied_t, finals, weights = self._step_fn()(
             tf.constant(update.x), tf.constant(update.y), tf.constant(weight),
             [tf.constant(s) for s in states], tf.constant(threshold, tf.float64))
-        loss, norm, applied = float(loss_t), float(norm_t), bool(applied_t)
+        loss, applied = float(loss_t), bool(applied_t)
         for s, final in zip(self.train_state, finals, strict=True):
             f = final.numpy()[real]
             s[rows] = np.where(np.isfinite(f), f, 0.0)
-        # the same decisions as the graph's, in Python floats: the counts and running loss
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            c.skipped_nonfinite += 1
-            ok = False
-        else:
+        # the graph decided; the counts say why, and every finite loss moves the running one
+        finite = math.isfinite(loss) and math.isfinite(float(norm_t))
+        if finite:
             c.running_loss = loss if running is None else running + self._loss_alpha * (
                 loss - running)
-            ok = not (running is not None and loss > threshold)
-            if not ok:
-                c.skipped_outlier += 1
-        if ok != applied:
-            raise RuntimeError(f"the training step {'applied' if applied else 'skipped'} an "
-                               f"update its guardrails {'refuse' if applied else 'allow'}")
-        if ok:
+        if applied:
             c.updates += 1
             self._learned = [w.numpy() for w in weights]
-        return ok
+        elif finite:
+            c.skipped_outlier += 1
+        else:
+            c.skipped_nonfinite += 1
+        return applied
 
     def load_into(self, stepper: LSTMStepper) -> None:
         """The stepper predicts with the weights just learned."""
@@ -370,19 +372,12 @@ class OnlineLearner:
     # ---- rows
 
     def grow(self, n_rows: int) -> None:
-        extra = n_rows - self.n_rows
-        if extra <= 0:
+        if n_rows <= self.n_rows:
             return
-        self.train_state = [np.concatenate([s, np.zeros((extra, s.shape[1]), STATE_DTYPE)])
-                            for s in self.train_state]
-        self.await_x = np.concatenate([self.await_x, np.zeros((extra, self.n_features),
-                                                              STATE_DTYPE)])
-        self.has_await = np.concatenate([self.has_await, np.zeros(extra, bool)])
-        self.pend_x = np.concatenate([self.pend_x, np.zeros((extra, *self.pend_x.shape[1:]),
-                                                            STATE_DTYPE)])
-        self.pend_y = np.concatenate([self.pend_y, np.zeros((extra, self.config.window),
-                                                            STATE_DTYPE)])
-        self.pend_n = np.concatenate([self.pend_n, np.zeros(extra, np.int64)])
+        self.train_state = [padded(s, n_rows) for s in self.train_state]
+        self.await_x, self.has_await = padded(self.await_x, n_rows), padded(self.has_await, n_rows)
+        self.pend_x, self.pend_y = padded(self.pend_x, n_rows), padded(self.pend_y, n_rows)
+        self.pend_n = padded(self.pend_n, n_rows)
 
     def clear_rows(self, rows: np.ndarray) -> None:
         """A reset or recycled row starts over: no training state, no chunk, nothing queued."""
@@ -391,10 +386,7 @@ class OnlineLearner:
         self.has_await[rows] = False
         self.pend_n[rows] = 0
         gone = set(np.asarray(rows).tolist())
-        keep = [j for j, r in enumerate(self.queue_rows) if r not in gone]
-        self.queue_rows = [self.queue_rows[j] for j in keep]
-        self.queue_x = [self.queue_x[j] for j in keep]
-        self.queue_y = [self.queue_y[j] for j in keep]
+        self.queue = [c for c in self.queue if c.row not in gone]
 
     # ---- snapshot
 
@@ -412,10 +404,8 @@ class OnlineLearner:
             "learn.pend_y": np.where(filled, self.pend_y[:k], 0).astype(STATE_DTYPE),
             "learn.pend_n": self.pend_n[:k].copy(),
             "learn.queue_rows": np.array(self.queue_rows, np.int64),
-            "learn.queue_x": (np.stack(self.queue_x) if self.queue_x
-                              else np.zeros((0, w, f), STATE_DTYPE)),
-            "learn.queue_y": (np.stack(self.queue_y) if self.queue_y
-                              else np.zeros((0, w), STATE_DTYPE)),
+            "learn.queue_x": np.array([c.x for c in self.queue], STATE_DTYPE).reshape(-1, w, f),
+            "learn.queue_y": np.array([c.y for c in self.queue], STATE_DTYPE).reshape(-1, w),
             "learn.counts": np.array([c.updates, c.skipped_nonfinite, c.skipped_outlier],
                                      np.int64),
             "learn.running_loss": np.array([np.nan if c.running_loss is None
@@ -435,8 +425,8 @@ class OnlineLearner:
         self.await_x[:k], self.has_await[:k] = arrays["learn.await_x"], arrays["learn.has_await"]
         self.pend_x[:k], self.pend_y[:k] = arrays["learn.pend_x"], arrays["learn.pend_y"]
         self.pend_n[:k] = arrays["learn.pend_n"]
-        self.queue_rows = arrays["learn.queue_rows"].tolist()
-        self.queue_x, self.queue_y = list(arrays["learn.queue_x"]), list(arrays["learn.queue_y"])
+        self.queue = list(map(Chunk, arrays["learn.queue_rows"].tolist(),
+                              arrays["learn.queue_x"], arrays["learn.queue_y"]))
         updates, nonfinite, outlier = arrays["learn.counts"].tolist()
         loss = float(arrays["learn.running_loss"][0])
         self.counts = Counts(updates, nonfinite, outlier, None if math.isnan(loss) else loss)

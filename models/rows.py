@@ -16,3 +16,11 @@ def grouped(rows: np.ndarray) -> np.ndarray:
     if len(rows) and rows.max() < SMALL and rows.min() >= 0:
         return np.argsort(rows.astype(np.uint16), kind="stable")
     return np.argsort(rows, kind="stable")
+
+
+def padded(a: np.ndarray, n_rows: int) -> np.ndarray:
+    """`a` with zero rows appended up to `n_rows` (axis 0); existing rows bit-exact."""
+    extra = n_rows - len(a)
+    if extra < 0:
+        raise ValueError(f"cannot shrink {len(a)} rows to {n_rows}")
+    return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)]) if extra else a

@@ -20,7 +20,7 @@ from models.evaluation import Evaluator
 from models.features import LastTicks, compute_features
 from models.lstm import STATE_DTYPE, LSTMStepper
 from models.online import OnlineLearner
-from models.rows import grouped
+from models.rows import grouped, padded
 from service import prediction_stream
 from service.admit import Batch
 from service.commit import Outputs
@@ -107,7 +107,7 @@ class RowState:
         """More batch rows; existing rows keep their state bit-exactly."""
         self.stepper.grow(n_rows)
         self.last = self.last.grown(n_rows)
-        self.steps = np.concatenate([self.steps, np.zeros(n_rows - len(self.steps), np.int64)])
+        self.steps = padded(self.steps, n_rows)
         self.learner.grow(n_rows)
         self.evaluator.grow(n_rows)
 
