@@ -136,46 +136,21 @@ class RowState:
         """
         meta, t, rows = artifact.meta, b.ticks, b.rows  # rows: (M,)
         raw, self.last = compute_features(rows, t.price, t.volume, t.ts_ms, self.last)
-        x = meta.feature_scaler.transform(raw)
-        m = len(rows)
-        updates = (self.learner.plan(rows, x, meta.target_scaler.transform(raw[:, 0]))
-                   if self.learning else [])
-        out = np.empty(m, STATE_DTYPE)
-        bounds, versions, start = [], [], 0  # segments of one model version each
-        for u in updates:
-            end = u.position + 1
-            out[start:end] = self.stepper.step_ticks(rows[start:end], x[start:end])
-            bounds.append(end)
-            versions.append(self.model_version)
-            if self.learner.train(u):
-                self.learner.load_into(self.stepper)
-            start = end
-        out[start:] = self.stepper.step_ticks(rows[start:], x[start:])
-        bounds.append(m)
-        versions.append(self.model_version)
+        out, segments = self._step_and_learn(rows, meta.feature_scaler.transform(raw),
+                                             meta.target_scaler.transform(raw[:, 0]))
         ret = meta.target_scaler.inverse(out)  # (M,) next log return
         self.evaluator.observe(rows, raw[:, 0], ret)
         next_price = t.price * np.exp(ret)
-
-        m = len(rows)
-        order = grouped(rows)  # each row's ticks together, in order
-        sorted_rows = rows[order]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
-        ends = np.append(starts[1:], m)
-        rank = np.empty(m, np.intp)
-        rank[order] = np.arange(m) - np.repeat(starts, ends - starts)
-        steps = self.steps[rows] + rank + 1  # (M,) ticks applied to the row after each tick
-        changed = sorted_rows[starts]  # (k,) rows that moved, ascending
-        last_of_row = order[ends - 1]  # (k,) each moved row's last tick
-        self.steps[changed] = steps[last_of_row]
+        steps, last_of_row = self._count_steps(rows)
 
         latest = last_of_row.tolist()
         tickers = [t.ticker[i] for i in latest]
         ids = [b.ids[i].decode() for i in latest]
         rets, next_prices, prices, ts, all_steps = (
             col[last_of_row].tolist() for col in (ret, next_price, t.price, t.ts_ms, steps))
-        tick_versions = (repeat(versions[0]) if len(versions) == 1 else
-                         [versions[j] for j in np.searchsorted(bounds, last_of_row, "right")])
+        ends = [end for end, _ in segments]
+        tick_versions = (repeat(segments[0][1]) if len(segments) == 1 else
+                         [segments[j][1] for j in np.searchsorted(ends, last_of_row, "right")])
         # tuple.__new__ builds each NamedTuple in C; Prediction(...) goes through Python
         predictions = list(map(tuple.__new__, repeat(Prediction),
                                zip(tickers, rets, next_prices, prices, ts, ids, all_steps,
@@ -183,12 +158,48 @@ class RowState:
         published = []
         if publish:
             start = 0
-            for end, version in zip(bounds, versions, strict=True):
-                if end > start:
-                    cut = slice(start, end)
-                    covers = b.last_id if end == m else b.ids[end - 1].decode()
-                    published.append(prediction_stream.entry_fields(
-                        version, covers or "", t.ticker[cut], b.ids[cut],
-                        t.ts_ms[cut], steps[cut], ret[cut], next_price[cut], t.price[cut]))
+            for end, version in segments:
+                cut = slice(start, end)
+                covers = b.last_id if end == len(rows) else b.ids[end - 1].decode()
+                published.append(prediction_stream.entry_fields(
+                    version, covers or "", t.ticker[cut], b.ids[cut], t.ts_ms[cut],
+                    steps[cut], ret[cut], next_price[cut], t.price[cut]))
                 start = end
         return Outputs(latest=predictions, published=published)
+
+    def _step_and_learn(self, rows: np.ndarray, x: np.ndarray, y: np.ndarray
+                        ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Every tick stepped, in order; where the learner's plan puts an optimizer step,
+        the ticks up to it with the weights before, the rest with the weights after.
+        Returns the outputs (M,) and the segments: (end, model_version) of each run of
+        ticks one model version stepped."""
+        updates = self.learner.plan(rows, x, y) if self.learning else []
+        if not updates:
+            return self.stepper.step_ticks(rows, x), [(len(rows), self.model_version)]
+        out = np.empty(len(rows), STATE_DTYPE)
+        segments, start = [], 0
+        for u in updates:  # positions strictly increase: one chunk, one row, per tick
+            end = u.position + 1
+            out[start:end] = self.stepper.step_ticks(rows[start:end], x[start:end])
+            segments.append((end, self.model_version))
+            if self.learner.train(u):
+                self.learner.load_into(self.stepper)
+            start = end
+        if start < len(rows):
+            out[start:] = self.stepper.step_ticks(rows[start:], x[start:])
+            segments.append((len(rows), self.model_version))
+        return out, segments
+
+    def _count_steps(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each tick's row's step count after it (M,), and each moved row's last tick."""
+        m = len(rows)
+        order = grouped(rows)  # each row's ticks together, in order
+        sorted_rows = rows[order]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
+        ends = np.append(starts[1:], m)
+        rank = np.empty(m, np.intp)
+        rank[order] = np.arange(m) - np.repeat(starts, ends - starts)
+        steps = self.steps[rows] + rank + 1
+        last_of_row = order[ends - 1]
+        self.steps[sorted_rows[starts]] = steps[last_of_row]
+        return steps, last_of_row
