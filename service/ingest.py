@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
 import redis
 
 from models.artifact import Artifact
@@ -42,9 +41,9 @@ from service.entries import CONTROL, RawEntry, TickerCache, parse_entries, strea
 from service.histogram import Histogram
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
-from service.migrate import drop_legacy, has_legacy_state, load_legacy
-from service.reader import TickReader, entries_read_at, last_id, stream_counts
-from service.records import StateError, decode_prediction, parse_id
+from service.reader import TickReader, stream_counts
+from service.records import decode_prediction, parse_id
+from service.recovery import entries_behind, first_snapshot
 from service.redis_io import Link, connect, write_refusal
 from service.snapshot import Snapshot
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
@@ -376,9 +375,11 @@ class Engine:
         data = self._store.load(self._row_floats, self.base_version)
         fresh = data is None
         if data is None:
-            data = self._first_snapshot()
+            data = first_snapshot(self._client, self._layout, self._store, self.settings,
+                                  self._row_floats, self.base_version)
         state = RowState.from_snapshot(self.artifact, self.settings, self._learner, data)
-        behind = self._check_gap(state)
+        behind, gone = entries_behind(self._client, self.settings, state)
+        self._counters.gap_entries += gone
         out_raw, pred_raw = client.get(lay.output_cursor), client.hgetall(lay.predictions)
         out = out_raw.decode() if out_raw else None
         predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
@@ -409,45 +410,6 @@ class Engine:
         else:
             log.info("ingest: restored the snapshot at %s (%d tickers); replaying %s entries",
                      data.cursor, len(data.tickers), todo)
-
-    def _first_snapshot(self) -> SnapshotData:
-        """No snapshot yet: convert the per-batch checkpoint layout, or start empty where
-        START_FROM says. Written at once, so the start position is pinned."""
-        client, lay, s = self._client, self._layout, self.settings
-        if has_legacy_state(client, lay):
-            data = load_legacy(client, lay, self._row_floats, self.base_version)
-            data = replace(data, entries_read=entries_read_at(client, s.stream, data.cursor))
-            self._store.write(data)
-            drop_legacy(client, lay)
-            log.info("ingest: converted the per-batch checkpoint of %d tickers at %s into a "
-                     "snapshot", len(data.tickers), data.cursor)
-            return data
-        cursor = None if s.start_from == "begin" else last_id(client, s.stream)
-        empty = np.zeros(0)
-        data = SnapshotData(self.base_version, cursor,
-                            entries_read_at(client, s.stream, cursor), [],
-                            np.zeros((0, self._row_floats), np.float32), empty,
-                            empty.astype(np.int64), empty.astype(np.int64))
-        self._store.write(data)
-        return data
-
-    def _check_gap(self, state: RowState) -> int | None:
-        """Entries after the snapshot's cursor still to replay; refuses to go on if some
-        were trimmed away unread (unless ACCEPT_GAP). None: Redis < 7 cannot count them."""
-        length, added, _ = stream_counts(self._client, self.settings.stream)
-        if added is None or state.entries_read is None:
-            return None
-        gone = (added - length) - state.entries_read
-        if gone > 0:
-            what = (f"{gone} entries of {self.settings.stream} after the snapshot's cursor "
-                    f"{state.cursor_id} were trimmed or deleted before this engine read them")
-            if not self.settings.accept_gap:
-                raise StateError(f"{what}; their ticks are lost. Set TICKSTREAM_ACCEPT_GAP="
-                                 "true to go on without them")
-            log.warning("ingest: %s; going on without them (ACCEPT_GAP)", what)
-            self._counters.gap_entries += gone
-            state.entries_read += gone
-        return added - state.entries_read
 
     def _cycle(self) -> None:
         """Prepare the batch in hand while Redis runs what was sent before; then confirm
