@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from models.artifact import Artifact
-from models.evaluation import Evaluator
+from models.evaluation import Evaluator, Quality
 from models.online import OnlineLearner
 from models.ticks import InvalidTick, normalize_ticker
 from service import malloc
@@ -210,12 +210,11 @@ class Engine:
         row r is the ticker `tickers()` maps to r. Never changed once published."""
         return self._scores
 
-    def skill(self, ticker: str) -> float | None:
-        """The ticker's weighted live skill as of the last scores copy; None until scored."""
+    def quality(self, ticker: str) -> Quality | None:
+        """The ticker's live scores as of the last copy; None for a ticker without a row
+        (or one newer than the copy)."""
         row, scores = self._tickers.get(ticker), self._scores
-        if row is None or row >= len(scores):
-            return None
-        return scores.row(row).skill
+        return None if row is None or row >= len(scores) else scores.row(row)
 
     def model_info(self) -> dict[str, Any]:
         """The weights being served and how the learner is doing, for GET /v1/model."""

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from models.evaluation import Evaluator, Quality
 from service.api.deps import READ_PROBLEMS, EngineDep, parse_ticker
 from service.api.routes.predictions import TICKER_LIST
 
@@ -69,11 +68,6 @@ class QualityReport(BaseModel):
     unknown: list[str] = Field(description="requested tickers not scored yet")
 
 
-def ticker_quality(scores: Evaluator, rows: dict[str, int], ticker: str) -> Quality | None:
-    row = rows.get(ticker)
-    return None if row is None or row >= len(scores) else scores.row(row)
-
-
 @router.get("/v1/quality", response_model=QualityReport)
 async def quality(
     engine: EngineDep,
@@ -84,11 +78,13 @@ async def quality(
 ) -> QualityReport:
     """Live scores, test-then-train: each prediction is scored when its ticker's next tick
     arrives, before anything learns from that tick. Overall and per ticker."""
-    scores, rows = engine.scores, engine.tickers()
-    wanted = [parse_ticker(t.strip(" ")) for t in tickers.split(",")] if tickers else list(rows)
     if not per_ticker:
         wanted = []
-    found = {t: q for t in wanted if (q := ticker_quality(scores, rows, t)) is not None}
-    return QualityReport(overall=QualityOut(**asdict(scores.overall())),
+    elif tickers:
+        wanted = [parse_ticker(t.strip(" ")) for t in tickers.split(",")]
+    else:
+        wanted = list(engine.tickers())
+    found = {t: q for t in wanted if (q := engine.quality(t)) is not None}
+    return QualityReport(overall=QualityOut(**asdict(engine.scores.overall())),
                          tickers={t: QualityOut(**asdict(q)) for t, q in found.items()},
                          unknown=[t for t in wanted if t not in found])

@@ -149,6 +149,7 @@ async def one_prediction(request: Request) -> Response:
             "Send ticks with POST /v1/ticks; GET /v1/tickers lists the known tickers",
         )
     # the prediction as JSON (formatted by hand: see Prediction.to_json), plus the age
-    skill = _json_number(request.app.state.engine.skill(ticker))
+    quality = request.app.state.engine.quality(ticker)
+    skill = _json_number(None if quality is None else quality.skill)
     body = f'{p.to_json()[:-1]}, "skill": {skill}, "snapshot_age_s": {snapshot_age(snapshot)!r}}}'
     return Response(body, media_type="application/json")
