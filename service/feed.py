@@ -14,24 +14,29 @@ import numpy as np
 import redis
 
 from models.synthetic import SyntheticMarket
-from models.ticks import TickTable
+from models.ticks import Tick, TickTable
 
 CHUNK = 1000  # ticks per pipelined round trip
 MAX_SLEEP_S = 0.1  # so a stop request is seen promptly
 
 
-def xadd_table(client: redis.Redis, stream: str, table: TickTable, with_ts: bool) -> None:
-    """Append every tick of `table`, in order, in one round trip.
+def tick_fields(tick: Tick, with_ts: bool) -> dict[str, str]:
+    """A tick as the stream entry's fields, as every producer here writes them.
 
     Without `with_ts` the entry has no `ts`: the stream ID's time is the tick's time,
     which Redis keeps increasing even if the wall clock steps back.
     """
+    fields = {"ticker": tick.ticker, "price": repr(tick.price), "volume": repr(tick.volume)}
+    if with_ts:
+        fields["ts"] = str(tick.ts_ms)
+    return fields
+
+
+def xadd_table(client: redis.Redis, stream: str, table: TickTable, with_ts: bool) -> None:
+    """Append every tick of `table`, in order, in one round trip."""
     pipe = client.pipeline(transaction=False)
     for tick in table.ticks():
-        fields = {"ticker": tick.ticker, "price": repr(tick.price), "volume": repr(tick.volume)}
-        if with_ts:
-            fields["ts"] = str(tick.ts_ms)
-        pipe.xadd(stream, fields)
+        pipe.xadd(stream, tick_fields(tick, with_ts))
     pipe.execute()
 
 

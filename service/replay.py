@@ -24,7 +24,9 @@ from models.ticks import TickTable
 from service.apply import apply_entries
 from service.config import Settings
 from service.entries import RawEntry, TickerCache, parse_entries
+from service.feed import tick_fields
 from service.prediction_stream import predictions_of
+from service.reader import last_id
 from service.records import parse_id
 from service.snapshot import Prediction
 from service.state import RowState
@@ -40,9 +42,9 @@ def csv_entries(table: TickTable, batch: int) -> Iterator[list[RawEntry]]:
     for t in table.ticks():
         seq = seq + 1 if t.ts_ms == prev else 0
         prev = t.ts_ms
+        fields = tick_fields(t, with_ts=True)
         out.append((f"{t.ts_ms}-{seq}".encode(),
-                    [b"ticker", t.ticker.encode(), b"price", repr(t.price).encode(),
-                     b"volume", repr(t.volume).encode(), b"ts", str(t.ts_ms).encode()]))
+                    [x.encode() for kv in fields.items() for x in kv]))
         if len(out) == batch:
             yield out
             out = []
@@ -52,7 +54,7 @@ def csv_entries(table: TickTable, batch: int) -> Iterator[list[RawEntry]]:
 
 def redis_entries(client: redis.Redis, stream: str, batch: int) -> Iterator[list[RawEntry]]:
     """Every entry of the stream as it is now, oldest first, `batch` at a time."""
-    last = client.xinfo_stream(stream)["last-generated-id"] if client.exists(stream) else None
+    last = last_id(client, stream)
     start = b"-"
     while last is not None:
         page = client.xrange(stream, start, last, count=batch)
