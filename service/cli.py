@@ -7,30 +7,30 @@ Heavy imports (TensorFlow, the app) happen inside the commands that need them, s
 
 from __future__ import annotations
 
-import inspect
 import logging
-import signal
-import sys
 import threading
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from types import FrameType, UnionType
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import typer
-from pydantic import SecretStr, ValidationError
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from service import cli_learning
+from service.cli_common import (
+    connect,
+    int_list,
+    load_settings,
+    on_signals,
+    raise_exit,
+    read_ticks_csv,
+    with_settings_flags,
+)
 from service.config import Settings
 
 if typing.TYPE_CHECKING:
     from models.artifact import Artifact
-    from models.ticks import TickTable
 
 app = typer.Typer(
     help="Online multi-stock streaming predictor: one stateful LSTM, one batch row per ticker.",
@@ -41,119 +41,6 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Measure what the design rests on.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-SETTINGS_PANEL = "Settings (each also an env var TICKSTREAM_<NAME>)"
-LEARNING_PANEL = "Online learning and live scores (env vars TICKSTREAM_<NAME> too)"
-SWITCHES = {"learn"}  # settings spelled --x / --no-x (the other booleans take true/false)
-
-
-# ---- Settings as flags: one --flag per field, so a new field is a new flag for free
-
-
-def _flag_type(annotation: Any) -> Any:
-    """The type typer parses a field's flag as: `X | None` -> X, a secret -> plain text."""
-    if isinstance(annotation, UnionType) or typing.get_origin(annotation) is typing.Union:
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return str if annotation is SecretStr else annotation
-
-
-def _settings_params() -> list[inspect.Parameter]:
-    params = []
-    for name, field in Settings.model_fields.items():
-        flag = f"--{name.replace('_', '-')}"
-        if name in SWITCHES:
-            flag = f"{flag}/--no-{flag[2:]}"
-        option = typer.Option(None, flag, help=field.description or "",
-                              show_default=False if field.default is None else str(field.default),
-                              rich_help_panel=LEARNING_PANEL
-                              if name.startswith(("learn", "eval")) else SETTINGS_PANEL)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=_flag_type(field.annotation) | None))
-    return params
-
-
-def with_settings_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """Give `command(..., **flags)` one option per Settings field (None: not given)."""
-    sig = inspect.signature(command, eval_str=True)
-    own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    command.__signature__ = sig.replace(parameters=own + _settings_params())  # type: ignore[attr-defined]
-    return command
-
-
-def load_settings(**flags: Any) -> Settings:
-    """Flags given on the command line win over env vars, which win over defaults."""
-    try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as e:
-        problems = "; ".join(
-            f"--{str(err['loc'][0]).replace('_', '-')} (or TICKSTREAM_{str(err['loc'][0]).upper()})"
-            f": {err['msg']}" for err in e.errors()
-        )
-        raise typer.BadParameter(problems) from None
-
-
-@contextmanager
-def on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM call `stop` instead of killing the process, so cleanups still run."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _raise_exit() -> None:
-    raise typer.Exit(0)
-
-
-def _redacted(url: str) -> str:
-    """The URL fit to print: a password in it becomes ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _connect(url: str) -> redis.Redis:
-    """No automatic retries: a resent XADD pipeline whose reply was lost writes twice."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3.0, retry=Retry(NoBackoff(), 0))
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        typer.echo(f"cannot reach Redis at {_redacted(url)}: {e}", err=True)
-        raise typer.Exit(1) from None
-    return client
-
-
-def _read_csv(path: Path) -> TickTable:
-    """The file's valid ticks in ts order, saying what was skipped; BadParameter if none."""
-    from models.ticks import read_csv
-
-    try:
-        table, skipped = read_csv(path)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--csv") from None
-    if skipped:
-        typer.echo(f"{path}: skipped invalid rows {skipped}")
-    return table
-
-
-def _int_list(values: list[str], flag: str) -> list[int]:
-    """`--x 1 --x 2` and `--x 1,2` alike; every item a positive integer."""
-    try:
-        out = [int(v) for value in values for v in value.split(",") if v.strip()]
-    except ValueError:
-        out = []
-    if not out or min(out) < 1:
-        raise typer.BadParameter(f"{values} must be positive integers, e.g. 32,32",
-                                 param_hint=flag)
-    return out
 
 
 # ---- serve
@@ -178,7 +65,7 @@ def _start_feeder(settings: Settings, tickers: int, rate: float, stack: ExitStac
     from service.feed import feed_synthetic
 
     stop = threading.Event()
-    client = _connect(str(settings.redis_url))
+    client = connect(str(settings.redis_url))
 
     def run() -> None:
         try:
@@ -212,7 +99,7 @@ def _preflight(settings: Settings, artifact: Artifact) -> None:
     from service.records import StateError
     from service.snapshots import SnapshotStore
 
-    client = _connect(str(settings.redis_url))
+    client = connect(str(settings.redis_url))
     layout = Layout.from_settings(settings)
     row_floats, version = artifact.stepper(1).row_state_size, artifact.meta.model_version
     try:
@@ -262,7 +149,7 @@ def serve(
         make_deterministic()  # before TensorFlow's first op: the learner's thread counts
 
     with ExitStack() as stack:
-        stack.enter_context(on_signals(_raise_exit))  # uvicorn re-raises what stopped it
+        stack.enter_context(on_signals(raise_exit))  # uvicorn re-raises what stopped it
         embedded = settings.redis_url is None
         if embedded:
             try:
@@ -321,7 +208,7 @@ def train(
     if epochs is not None:
         config_kwargs["epochs"] = epochs
     if units:
-        config_kwargs["units"] = tuple(_int_list(units, "--units"))
+        config_kwargs["units"] = tuple(int_list(units, "--units"))
     if look_back is not None:
         config_kwargs["look_back"] = look_back
 
@@ -329,7 +216,7 @@ def train(
     from models.train import train as fit
 
     if csv is not None:
-        ticks, source = _read_csv(csv), f"csv {csv}"
+        ticks, source = read_ticks_csv(csv), f"csv {csv}"
     else:
         ticks = synthetic_ticks(tickers, ticks_per_ticker, seed, regime_every)
         source = f"synthetic tickers={tickers} seed={seed}" + (
@@ -390,9 +277,9 @@ def feed(
 
     from service.feed import feed_replay, feed_synthetic
 
-    table = None if csv is None else _read_csv(csv)
+    table = None if csv is None else read_ticks_csv(csv)
     stop = threading.Event()
-    with _connect(settings.redis_url) as client, on_signals(stop.set):
+    with connect(settings.redis_url) as client, on_signals(stop.set):
         try:
             if table is not None:
                 feed_replay(client, settings.stream, table, speed, stop, typer.echo, str(csv))
@@ -404,131 +291,11 @@ def feed(
             raise typer.Exit(1) from None
 
 
-# ---- replay and export: the offline twin, and what the stream taught
 
+# ---- replay and export (service/cli_learning.py), listed after feed
 
-def _artifact(settings: Settings) -> Artifact:
-    """The artifact `serve` would use (MODEL_DIR, else the default under DATA_DIR), with
-    TensorFlow made deterministic first: the learner's weights must not depend on threads."""
-    from models.online import make_deterministic
-    from models.quiet import native_noise_filtered
-
-    with native_noise_filtered():
-        from models.artifact import ArtifactError, load_artifact
-        from models.train import ensure_default_model
-
-        make_deterministic()
-        model_dir = settings.model_dir or ensure_default_model(settings.data_dir / "model")
-        try:
-            return load_artifact(Path(model_dir))
-        except ArtifactError as e:
-            raise typer.BadParameter(str(e), param_hint="--model-dir") from None
-
-
-def _need_redis(settings: Settings) -> str:
-    if settings.redis_url is None:
-        raise typer.BadParameter("no Redis to read from: pass --redis-url or set "
-                                 "TICKSTREAM_REDIS_URL (`serve` prints its embedded Redis URL)",
-                                 param_hint="--redis-url")
-    return settings.redis_url
-
-
-@app.command()
-@with_settings_flags
-def replay(
-    out: Annotated[Path, typer.Option(help="CSV of every prediction: ticker, stream_id, as_of, "
-                                      "last_price, prediction, realised, model_version")],
-    csv: Annotated[Path | None, typer.Option(
-        exists=True, dir_okay=False, help="ticks from ticker,ts,price[,volume]")] = None,
-    from_redis: Annotated[bool, typer.Option(
-        "--from-redis",
-        help="ticks from the stream in Redis (STREAM at REDIS_URL), from its first entry")
-    ] = False,
-    state_out: Annotated[Path | None, typer.Option(
-        help="also write the end state (rows, learner, scores) as an .npz of plain arrays")
-    ] = None,
-    **flags: Any,
-) -> None:
-    """Run the service's loop offline over a tick table: every prediction, its realised
-    return and a quality summary (OUT and OUT's stem + .summary.json). Nothing is written
-    to Redis. The same settings as `serve` (--learn/--no-learn, --learn-window, ...)."""
-    import json
-
-    import numpy as np
-
-    from service.replay import csv_entries, redis_entries, replay, state_arrays
-
-    if (csv is None) == (not from_redis):
-        raise typer.BadParameter("give exactly one of --csv FILE or --from-redis",
-                                 param_hint="--csv / --from-redis")
-    settings = load_settings(**flags)
-    url = _need_redis(settings) if from_redis else None
-    table = None if csv is None else _read_csv(csv)
-    artifact = _artifact(settings)
-    with ExitStack() as stack:
-        if table is not None:
-            total, batches = len(table), csv_entries(table, settings.batch_count)
-        else:
-            client = stack.enter_context(_connect(str(url)))
-            total = client.xlen(settings.stream)
-            batches = redis_entries(client, settings.stream, settings.batch_count)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        f = stack.enter_context(open(out, "w", newline=""))
-        bar = stack.enter_context(typer.progressbar(length=total, label="replaying",
-                                                    file=sys.stderr))
-        state, result = replay(artifact, settings, batches, f, bar.update)
-    summary_path = out.with_name(out.stem + ".summary.json")
-    summary_path.write_text(json.dumps(result, indent=2) + "\n")
-    if state_out is not None:
-        np.savez(state_out, **state_arrays(state))
-    q, learning = result["quality"], result["learning"]
-    typer.echo(f"{result['entries']:,} entries, {result['applied']:,} ticks applied, "
-               f"{result['tickers']} tickers; {learning['updates']} updates "
-               f"({sum(learning['skipped'].values())} skipped); model {result['model_version']}")
-    if result["rmse_ratio"] is not None:
-        typer.echo(f"RMSE model {result['rmse_model']:.6g} vs zero forecast "
-                   f"{result['rmse_zero']:.6g}: ratio {result['rmse_ratio']:.4f}, skill "
-                   f"{q['skill_total']:.4f}, signs right {q['sign_hit_rate'] or 0:.1%}")
-    typer.echo(f"wrote {out} and {summary_path}")
-
-
-@app.command()
-@with_settings_flags
-def export(
-    out: Annotated[Path, typer.Option(help="artifact directory to write")],
-    **flags: Any,
-) -> None:
-    """Write the weights the stream has taught (as of the latest snapshot) as a normal
-    artifact: model.keras + model.json, for `serve --model-dir` or plain Keras."""
-    from models.artifact import save_artifact
-    from models.online import learned_model
-    from service.layout import Layout
-    from service.records import StateError
-    from service.snapshots import SnapshotStore
-
-    settings = load_settings(**flags)
-    url = _need_redis(settings)
-    artifact = _artifact(settings)
-    base = artifact.meta.model_version
-    layout = Layout.from_settings(settings)
-    with _connect(url) as client:
-        try:
-            data = SnapshotStore(client, layout, b"", None).load(
-                artifact.stepper(1).row_state_size, base)
-        except StateError as e:
-            raise typer.BadParameter(str(e), param_hint="--name / --model-dir") from None
-    if data is None or "learn.weight.0" not in data.arrays:
-        typer.echo(f"no snapshot with learned weights under {layout.prefix}: has `serve` run "
-                   "with this model and name?", err=True)
-        raise typer.Exit(1)
-    updates = int(data.arrays["learn.counts"][0])
-    meta = artifact.meta.model_copy(update={"training": {
-        **artifact.meta.training,
-        "online": {"base_version": base, "updates": updates, "cursor": data.cursor,
-                   "name": settings.name, "stream": settings.stream}}})
-    saved = save_artifact(out, learned_model(artifact.model, data.arrays), meta)
-    typer.echo(f"saved {out} (model_version {saved.model_version}: {base} + {updates} "
-               f"updates, as of stream entry {data.cursor})")
+app.command()(cli_learning.replay)
+app.command()(cli_learning.export)
 
 
 # ---- status
@@ -578,7 +345,7 @@ def bench_step(
         typer.echo(format_skew_table(run_skew_bench(units=units, repeats=repeats,
                                                     progress=progress)))
         return
-    rows = run_step_bench(_int_list(sizes, "--sizes"), units, _int_list(steps, "--steps"),
+    rows = run_step_bench(int_list(sizes, "--sizes"), units, int_list(steps, "--steps"),
                           repeats, predict_sample, progress=progress)
     typer.echo(format_table(rows))
 
