@@ -160,6 +160,20 @@ class Evaluator:
         out.floats, out.ints = self.floats[:k].copy(), self.ints[:k].copy()
         return out
 
+    @classmethod
+    def joined(cls, parts: list[Evaluator], halflife: float) -> Evaluator:
+        """Several models' scores as one, row after row (for the overall figures of
+        several shards' models)."""
+        out = Evaluator(0, halflife)
+        for p in parts:
+            p._score_queued()
+        if parts:
+            out.pred = np.concatenate([p.pred for p in parts])
+            out.has_pred = np.concatenate([p.has_pred for p in parts])
+            out.floats = np.concatenate([p.floats for p in parts])
+            out.ints = np.concatenate([p.ints for p in parts])
+        return out
+
     def grow(self, n_rows: int) -> None:
         if n_rows > len(self):
             self.pred, self.has_pred = padded(self.pred, n_rows), padded(self.has_pred, n_rows)

@@ -7,25 +7,33 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from models.artifact import Artifact, load_artifact
+from service import topology
 from service.api.guards import BodyLimit, ReadKey
 from service.api.openapi import truthful_openapi
-from service.api.routes import dashboard, health, model, predictions, stream, tickers, ticks
+from service.api.routes import (
+    dashboard,
+    health,
+    model,
+    predictions,
+    shards,
+    stream,
+    tickers,
+    ticks,
+)
 from service.api.timing import RequestTimer
 from service.config import Settings
 from service.ingest import Engine
 from service.metrics import EngineCollector, app_registry, request_histogram
 from service.redis_io import write_refusal
+from service.sharded import AnyEngine, ShardedEngine, check_topology
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +53,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = engine_factory(settings, artifact or load_artifact(settings.model_dir),
-                                redis_url)
+        cluster = topology.is_cluster(redis_url)
+        check_topology(settings, cluster)
+        model = artifact or load_artifact(settings.model_dir)
+        engine: AnyEngine = (ShardedEngine(settings, model, redis_url, cluster)
+                             if settings.shards > 1 else engine_factory(settings, model, redis_url))
         engine.start()
         app.state.engine = engine
         metrics.register(EngineCollector(engine))
         app.state.metrics = metrics
-        # No automatic retries: a resent XADD whose reply was lost would append it twice.
-        options = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0,
-                   "retry": Retry(NoBackoff(), 0)}
-        app.state.redis = aioredis.Redis.from_url(redis_url, decode_responses=True, **options)
+        # No automatic retries (topology.async_client): a resent XADD whose reply was lost
+        # would append it twice.
+        options = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
+        app.state.redis = topology.async_client(redis_url, cluster, decode_responses=True,
+                                                **options)
         # the predictions stream's columns are binary
-        app.state.redis_bytes = aioredis.Redis.from_url(redis_url, **options)
+        app.state.redis_bytes = topology.async_client(redis_url, cluster, **options)
         try:
             yield
         finally:
@@ -74,7 +86,7 @@ def create_app(
     # The hot reads' routes go on the app itself: FastAPI matches an included router's
     # routes through a nested router: ~20 us of a ~105 us GET, measured in-process.
     app.router.routes.extend(predictions.router.routes)
-    for module in (ticks, tickers, model, stream, health, dashboard):
+    for module in (ticks, tickers, shards, model, stream, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", dashboard.static_files, name="static")
     metrics = app_registry()

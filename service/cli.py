@@ -28,6 +28,7 @@ from service.cli_common import (
     with_settings_flags,
 )
 from service.config import Settings
+from service.shards import Routing
 
 if typing.TYPE_CHECKING:
     from models.artifact import Artifact
@@ -69,7 +70,8 @@ def _start_feeder(settings: Settings, tickers: int, rate: float, stack: ExitStac
 
     def run() -> None:
         try:
-            feed_synthetic(client, settings.stream, tickers, rate, stop=stop,
+            feed_synthetic(client, Routing(settings.stream, settings.shards), tickers, rate,
+                           stop=stop,
                            echo=lambda line: typer.echo(f"feed: {line}"), every_s=60.0)
         except redis.RedisError as e:
             typer.echo(f"feed: stopped, Redis error: {e}", err=True)
@@ -97,22 +99,33 @@ def _preflight(settings: Settings, artifact: Artifact) -> None:
     from service.layout import Layout
     from service.migrate import has_legacy_state, load_legacy
     from service.records import StateError
+    from service.sharded import check_topology
+    from service.shards import check_shard_count
     from service.snapshots import SnapshotStore
 
     client = connect(str(settings.redis_url))
-    layout = Layout.from_settings(settings)
+    shards = [settings] if settings.shards == 1 else [
+        settings.for_shard(s) for s in range(settings.shards)]
     row_floats, version = artifact.stepper(1).row_state_size, artifact.meta.model_version
     try:
-        written_by = client.get(layout.model)
-        if written_by is not None and written_by.decode() != version:
-            raise StateError(f"the state under {layout.prefix} was written by model "
-                             f"{written_by.decode()}, this is {version}: pick another "
-                             "TICKSTREAM_NAME or delete those keys to start this model fresh")
-        if SnapshotStore(client, layout, b"", None).load(row_floats, version) is None and \
-                has_legacy_state(client, layout):
+        check_topology(settings, isinstance(client, redis.RedisCluster))
+        if settings.shards > 1:
+            unsharded = Layout.from_settings(settings)
+            check_shard_count(client, settings.name, settings.shards,
+                              [unsharded.snapshot, unsharded.output_cursor])
+        for layout in map(Layout.from_settings, shards):
+            written_by = client.get(layout.model)
+            if written_by is not None and written_by.decode() != version:
+                raise StateError(f"the state under {layout.prefix} was written by model "
+                                 f"{written_by.decode()}, this is {version}: pick another "
+                                 "TICKSTREAM_NAME or delete those keys to start this model "
+                                 "fresh")
+        layout = Layout.from_settings(settings)
+        if settings.shards == 1 and has_legacy_state(client, layout) and SnapshotStore(
+                client, layout, b"", None).load(row_floats, version) is None:
             load_legacy(client, layout, row_floats, version)
-    except StateError as e:
-        raise typer.BadParameter(str(e), param_hint="--name / --model-dir") from None
+    except (StateError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--name / --model-dir / --shards") from None
     finally:
         client.close()
 
@@ -261,6 +274,9 @@ def feed(
     ] = None,
     stream: Annotated[str | None, typer.Option(
         help="default: TICKSTREAM_STREAM, else ticks")] = None,
+    shards: Annotated[int | None, typer.Option(
+        min=1, help="default: TICKSTREAM_SHARDS, else 1; above 1 each tick goes to its "
+        "ticker's shard stream, STREAM:{CRC32(ticker) mod SHARDS}")] = None,
 ) -> None:
     """Write ticks into the stream: a synthetic market (paced) or a CSV replay.
 
@@ -270,7 +286,8 @@ def feed(
     if synthetic == (csv is not None):
         raise typer.BadParameter("give exactly one of --synthetic or --csv FILE",
                                  param_hint="--synthetic / --csv")
-    settings = load_settings(redis_url=redis_url, stream=stream)
+    settings = load_settings(redis_url=redis_url, stream=stream, shards=shards)
+    route = Routing(settings.stream, settings.shards)
     if settings.redis_url is None:
         raise typer.BadParameter("no Redis to write to: pass --redis-url or set "
                                  "TICKSTREAM_REDIS_URL", param_hint="--redis-url")
@@ -282,9 +299,9 @@ def feed(
     with connect(settings.redis_url) as client, on_signals(stop.set):
         try:
             if table is not None:
-                feed_replay(client, settings.stream, table, speed, stop, typer.echo, str(csv))
+                feed_replay(client, route, table, speed, stop, typer.echo, str(csv))
             else:
-                feed_synthetic(client, settings.stream, tickers, rate, count, seed, stop,
+                feed_synthetic(client, route, tickers, rate, count, seed, stop,
                                typer.echo, regime_every=regime_every)
         except redis.RedisError as e:
             typer.echo(f"Redis error, feed stopped: {e}", err=True)

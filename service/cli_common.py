@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import typer
 from pydantic import SecretStr, ValidationError
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from service import topology
 from service.config import Settings
+from service.topology import AnyRedis
 
 if typing.TYPE_CHECKING:
     from models.ticks import TickTable
@@ -103,10 +103,11 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str) -> redis.Redis:
-    """No automatic retries: a resent XADD pipeline whose reply was lost writes twice."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3.0, retry=Retry(NoBackoff(), 0))
+def connect(url: str) -> AnyRedis:
+    """A client for one Redis or a Redis Cluster, by what `url` answers. No automatic
+    retries: a resent XADD pipeline whose reply was lost writes twice."""
     try:
+        client = topology.client(url, topology.is_cluster(url), socket_connect_timeout=3.0)
         client.ping()
     except redis.RedisError as e:
         typer.echo(f"cannot reach Redis at {redacted(url)}: {e}", err=True)

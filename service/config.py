@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.shards import Shard, shard_stream, shard_tag
 
 if TYPE_CHECKING:
     from models.online import LearnConfig
@@ -22,6 +24,10 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="None: train/load the default model")
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
                       description="model name: Redis keys live under tickstream:{name}:")
+    shards: int = Field(
+        1, ge=1, le=1024, description="tickers split by CRC32 over this many shards, each "
+        "with its own stream (<STREAM>:{s}), state and lease, for several engines and Redis "
+        "Cluster; fixed once the state exists")
 
     # the streams
     stream: str = "ticks"
@@ -87,6 +93,23 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="a log line per HTTP request (costs each GET "
                              "~10-20% more event-loop time)")
 
+    _shard: int | None = PrivateAttr(None)  # set by for_shard: this copy is one shard's
+
+    def for_shard(self, shard: int) -> Settings:
+        """The settings of one shard's engine: its streams and keys carry the shard's tag."""
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is not one of {self.shards}")
+        copy = self.model_copy(update={
+            name: shard_stream(getattr(self, name), shard)
+            for name in ("stream", "dead_stream", "predictions_stream")})
+        copy._shard = shard
+        return copy
+
+    @property
+    def shard(self) -> Shard | None:
+        """The one shard these settings run (None: unsharded, or every shard)."""
+        return None if self._shard is None else Shard(self._shard, self.shards)
+
     @field_validator("api_key", "read_api_key")
     @classmethod
     def _key_not_blank(cls, v: SecretStr | None) -> SecretStr | None:
@@ -114,4 +137,5 @@ class Settings(BaseSettings):
 
     @property
     def key_prefix(self) -> str:
-        return f"tickstream:{self.name}:"
+        tag = "" if self._shard is None else f"{shard_tag(self._shard)}:"
+        return f"tickstream:{self.name}:{tag}"

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -99,8 +100,10 @@ class EmbeddedRedis:
         appendonly: bool = True,
         appendfsync: Literal["always", "everysec", "no"] = "always",
         start_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.extra_args = list(extra_args)  # e.g. --cluster-enabled yes
         self.port = free_port() if port is None else port
         self.appendonly = appendonly
         self.appendfsync = appendfsync
@@ -194,6 +197,7 @@ class EmbeddedRedis:
             # the whole list per field: ~3 us a field for the latest-predictions hash at
             # 500 tickers, against ~0.1 us in a hash table.
             "--hash-max-ziplist-entries", str(HASH_MAX_LISTPACK_ENTRIES),
+            *self.extra_args,
         ]  # fmt: skip
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:

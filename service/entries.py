@@ -32,11 +32,13 @@ from models.ticks import (
     normalize_ticker,
     parse_tick,
 )
+from service.shards import Shard
 
 RawEntry = tuple[bytes, Sequence[bytes] | None]  # (stream ID, [k1, v1, k2, v2, ...])
 CONTROL = b"control"  # a control entry's field: control=reset ticker=T (see `Control`)
 CONTROL_ACTIONS = frozenset(("reset",))
 KNOWN = frozenset((b"ticker", b"price", b"volume", b"ts"))  # the tick's fields
+WRONG_SHARD = "wrong_shard"  # a tick or control of a ticker another shard owns
 TICKER_CACHE_MAX = 100_000  # distinct raw tickers remembered; a flood of new ones clears it
 
 
@@ -62,11 +64,17 @@ class Control(NamedTuple):
 
 
 class TickerCache:
-    """Raw ticker bytes -> normalised ticker, for tickers `normalize_ticker` accepted."""
+    """Raw ticker bytes -> normalised ticker, for tickers `normalize_ticker` accepted (and,
+    for one shard's engine, that `shard` owns: the slow path dead-letters the others)."""
 
-    def __init__(self, max_size: int = TICKER_CACHE_MAX) -> None:
+    def __init__(self, max_size: int = TICKER_CACHE_MAX, shard: Shard | None = None) -> None:
         self._names: dict[bytes, str] = {}
         self.max_size = max_size
+        self.shard = shard
+
+    def foreign(self, ticker: str) -> bool:
+        """Whether `ticker` belongs to another shard than this engine's."""
+        return self.shard is not None and not self.shard.owns(ticker)
 
     def lookup(self, raw: list[bytes]) -> list[str | None]:
         found = list(map(self._names.get, raw))
@@ -81,6 +89,8 @@ class TickerCache:
             name = normalize_ticker(raw.decode())
         except (UnicodeDecodeError, InvalidTick):
             return None  # parse_tick will say why
+        if self.foreign(name):
+            return None  # parse_entries will say why
         if len(self._names) >= self.max_size:
             self._names.clear()
         self._names[raw] = name
@@ -218,6 +228,9 @@ def parse_entries(entries: Sequence[RawEntry], cache: TickerCache) -> Parsed:
     controls: list[tuple[int, Control]] = []
     for i in np.flatnonzero(~ok).tolist():  # everything the fast path did not vouch for
         result = parse_one(entries[i])
+        if not isinstance(result, str) and cache.foreign(
+                result.ticker if isinstance(result, Control) else result[0]):
+            result = WRONG_SHARD
         if isinstance(result, str):
             rejected.append((i, result))
         elif isinstance(result, Control):

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import redis
 
 from models.synthetic import SyntheticMarket
 from models.ticks import Tick, TickTable
+from service.shards import Routing
+from service.topology import AnyRedis
 
 CHUNK = 1000  # ticks per pipelined round trip
 MAX_SLEEP_S = 0.1  # so a stop request is seen promptly
@@ -32,11 +33,14 @@ def tick_fields(tick: Tick, with_ts: bool) -> dict[str, str]:
     return fields
 
 
-def xadd_table(client: redis.Redis, stream: str, table: TickTable, with_ts: bool) -> None:
-    """Append every tick of `table`, in order, in one round trip."""
+def xadd_table(client: AnyRedis, stream: str | Routing, table: TickTable,
+               with_ts: bool) -> None:
+    """Append every tick of `table`, in order, in one round trip (per Redis Cluster node):
+    each to its ticker's shard stream when `stream` is a sharded Routing."""
+    stream_of = (stream if isinstance(stream, Routing) else Routing(stream)).stream_of
     pipe = client.pipeline(transaction=False)
     for tick in table.ticks():
-        pipe.xadd(stream, tick_fields(tick, with_ts))
+        pipe.xadd(stream_of(tick.ticker), tick_fields(tick, with_ts))
     pipe.execute()
 
 
@@ -61,8 +65,8 @@ class Progress:
 
 
 def feed_synthetic(
-    client: redis.Redis,
-    stream: str,
+    client: AnyRedis,
+    stream: str | Routing,
     tickers: int,
     rate: float,
     count: int | None = None,
@@ -94,8 +98,8 @@ def feed_synthetic(
 
 
 def feed_replay(
-    client: redis.Redis,
-    stream: str,
+    client: AnyRedis,
+    stream: str | Routing,
     table: TickTable,
     speed: float,
     stop: threading.Event | None = None,

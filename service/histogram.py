@@ -22,6 +22,11 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def add(self, other: Histogram) -> None:
+        """Count `other`'s observations too (same bounds)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum += other.sum
+
     def cumulative(self) -> list[tuple[str, float]]:
         """(le, count) pairs as Prometheus wants them, ending with +Inf."""
         out, total = [], 0

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -31,7 +31,7 @@ import redis
 
 from models.artifact import Artifact
 from models.evaluation import Evaluator, Quality
-from models.online import OnlineLearner
+from models.online import Counts, OnlineLearner
 from models.ticks import InvalidTick, normalize_ticker
 from service import malloc
 from service.apply import apply_entries
@@ -41,8 +41,9 @@ from service.entries import CONTROL, RawEntry, TickerCache, parse_entries, strea
 from service.histogram import Histogram
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
+from service.membership import process_of
 from service.reader import TickReader, stream_counts
-from service.records import decode_prediction, parse_id
+from service.records import decode_prediction, format_id, parse_id
 from service.recovery import entries_behind, first_snapshot
 from service.redis_io import Link, connect, write_refusal
 from service.snapshot import Snapshot
@@ -107,6 +108,23 @@ class _Prepared:
     first_ms: int = 0  # stream-ID time of its first (oldest) entry, epoch ms
 
 
+def describe_model(settings: Settings, base_version: str, model_version: str,
+                   counts: Counts | None) -> dict[str, Any]:
+    """The weights being served and how the learner is doing (None: no steps yet)."""
+    s = settings
+    return {
+        "base_version": base_version, "model_version": model_version,
+        "updates": counts.updates if counts else 0,
+        "skipped": {"nonfinite": counts.skipped_nonfinite if counts else 0,
+                    "outlier": counts.skipped_outlier if counts else 0},
+        "running_loss": counts.running_loss if counts else None,
+        "learning": {"on": s.learn, "window": s.learn_window, "batch": s.learn_batch,
+                     "rate": s.learn_rate, "clipnorm": s.learn_clipnorm,
+                     "max_loss_ratio": s.learn_max_loss_ratio},
+        "eval_halflife": s.eval_halflife,
+    }  # fmt: skip
+
+
 class Engine:
     """Consumes the tick stream into the row-pinned LSTM; serves snapshots of predictions."""
 
@@ -129,7 +147,7 @@ class Engine:
         self._snapshots = SnapshotWriter(self._store)
         self._commit_sha = ""
         self._standby = False  # another engine holds the lease: wait, read nothing
-        self._names = TickerCache()
+        self._names = TickerCache(shard=settings.shard)
         # loop-thread state, replaced whole by _restore
         self._state = RowState.empty(artifact, settings, self._learner)
         self._output_cursor = NO_CURSOR  # outputs of entries up to here are in Redis
@@ -160,8 +178,9 @@ class Engine:
 
     # ---- lifecycle
 
-    def start(self) -> None:
-        """Take the lease (or stand by), load the snapshot, start the loop thread.
+    def start(self, standby: bool = True) -> bool:
+        """Take the lease (or, with `standby`, stand by until it is free), load the
+        snapshot, start the loop thread. False: the lease is held and `standby` is off.
 
         Raises if Redis is unreachable or holds state this model must not resume.
         """
@@ -174,10 +193,15 @@ class Engine:
         gc.freeze()
         if self._lease.acquire():
             self._restore()
-        else:
+        elif standby:
             self._enter_standby()
-        self._thread = threading.Thread(target=self._run, name="tickstream-ingest", daemon=True)
+        else:
+            return False
+        shard = self.settings.shard
+        name = "tickstream-ingest" + ("" if shard is None else f"-{shard.index}")
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        return True
 
     def stop(self, timeout: float | None = 30.0) -> None:
         """Let the current batch finish and commit, write a last snapshot, end the thread."""
@@ -191,6 +215,10 @@ class Engine:
 
     @property
     def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def snapshot_of(self, ticker: str) -> Snapshot:
+        """The snapshot that holds `ticker`'s prediction, if any engine here has one."""
         return self._snapshot
 
     def tickers(self) -> dict[str, Row]:
@@ -216,20 +244,21 @@ class Engine:
         row, scores = self._tickers.get(ticker), self._scores
         return None if row is None or row >= len(scores) else scores.row(row)
 
+    def skills(self) -> Callable[[str], float | None]:
+        """ticker -> its live weighted skill (None: not scored yet), from one copy."""
+        rows, skills = self._tickers, self._scores.skills()
+
+        def skill(ticker: str) -> float | None:
+            row = rows.get(ticker)
+            return None if row is None or row >= len(skills) else skills[row]
+
+        return skill
+
     def model_info(self) -> dict[str, Any]:
         """The weights being served and how the learner is doing, for GET /v1/model."""
-        s, state = self.settings, self._state
-        counts = state.learner.counts
-        return {
-            "base_version": self.base_version, "model_version": state.model_version,
-            "updates": counts.updates,
-            "skipped": {"nonfinite": counts.skipped_nonfinite, "outlier": counts.skipped_outlier},
-            "running_loss": counts.running_loss,
-            "learning": {"on": s.learn, "window": s.learn_window, "batch": s.learn_batch,
-                         "rate": s.learn_rate, "clipnorm": s.learn_clipnorm,
-                         "max_loss_ratio": s.learn_max_loss_ratio},
-            "eval_halflife": s.eval_halflife,
-        }  # fmt: skip
+        state = self._state
+        return describe_model(self.settings, self.base_version, state.model_version,
+                              state.learner.counts)
 
     @property
     def max_tickers(self) -> int:
@@ -275,6 +304,20 @@ class Engine:
             "capacity": self._capacity, "tickers": len(self._tickers),
             "model_version": self.model_version,
         }  # fmt: skip
+
+    def shards(self) -> list[dict[str, Any]]:
+        """This engine's one shard, as GET /v1/shards shows each shard."""
+        holder, mine = self._lease.holder(), not self._standby
+        return [{"shard": 0, "stream": self.settings.stream,
+                 "owner": None if holder is None else process_of(holder), "here": mine,
+                 "cursor": format_id(self._output_cursor) if self._output_cursor != NO_CURSOR
+                 else None,
+                 "lag": self._counters.lag if mine else None,
+                 "tickers": len(self._tickers), "ready": self.ready if mine else None}]
+
+    def engines_live(self) -> int | None:
+        """None: an unsharded engine keeps no count of the others (they stand by)."""
+        return None
 
     def capture(self, timeout: float = 10.0) -> SnapshotData:
         """A copy of the whole state (rows' h and c, last ticks, steps, cursor), taken by

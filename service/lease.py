@@ -64,6 +64,12 @@ class Lease:
         self._held()
         return True
 
+    def takeable(self) -> bool:
+        """Whether `acquire` would likely succeed now: nobody holds it, or a dead process
+        of this host does (a hint: only `acquire` decides, atomically)."""
+        holder = self.client.get(self.key)
+        return holder is None or self._holder_is_gone(holder)
+
     def _held(self) -> None:
         self.renewed_at = time.monotonic()
         _HELD_HERE.add(self.token)

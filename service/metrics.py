@@ -19,11 +19,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from service.ingest import Engine
+from service.sharded import AnyEngine
 
 
 class EngineCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: AnyEngine) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
@@ -100,7 +100,7 @@ class EngineCollector(Collector):
         yield from _learning(e)
 
 
-def _learning(e: Engine) -> Iterator[Metric]:
+def _learning(e: AnyEngine) -> Iterator[Metric]:
     """The learner's record and the live scores (overall; GET /v1/quality per ticker)."""
     info = e.model_info()
     yield CounterMetricFamily("tickstream_model_updates", "optimizer steps applied online",

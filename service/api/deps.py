@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from models.ticks import TICKER_INPUT
 from service.config import Settings
-from service.ingest import Engine
+from service.sharded import AnyEngine
 from service.snapshot import Snapshot
 
 
@@ -49,11 +49,11 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> AnyEngine:
     return request.app.state.engine
 
 
-async def get_snapshot(engine: Annotated[Engine, Depends(get_engine)]) -> Snapshot:
+async def get_snapshot(engine: Annotated[AnyEngine, Depends(get_engine)]) -> Snapshot:
     """Read the published snapshot once, so one response never mixes two snapshots."""
     return engine.snapshot
 
@@ -96,7 +96,7 @@ def snapshot_age(snapshot: Snapshot) -> float:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
+EngineDep = Annotated[AnyEngine, Depends(get_engine)]
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 RedisBytesDep = Annotated[aioredis.Redis, Depends(get_redis_bytes)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +21,10 @@ from service.api.deps import (
     problem,
     snapshot_age,
 )
+from service.api.remote import remote_prediction, remote_predictions
 from service.prediction_stream import stream_predictions
+from service.sharded import ShardedEngine
+from service.shards import Routing, shard_of
 from service.snapshot import Prediction, Snapshot
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=READ_PROBLEMS)
@@ -45,45 +49,60 @@ class PredictionOut(BaseModel):
 
 
 class OnePrediction(PredictionOut):
-    snapshot_age_s: float = Field(description=AGE)
+    snapshot_age_s: float = Field(description=AGE + "; for a ticker whose shard another "
+                                  "engine runs, seconds since that shard's newest written "
+                                  "output's tick entered the stream")
+    served_from: Literal["memory", "redis"] | None = Field(
+        None, description="with SHARDS > 1 only: this engine's memory, or the "
+        "latest-prediction records of a shard another engine runs")
 
 
 class AllPredictions(BaseModel):
     predictions: dict[str, PredictionOut]
     unknown: list[str] = Field(description="requested tickers with no prediction yet")
-    stream_id: str | None = Field(description="last stream entry the snapshot includes")
-    snapshot_age_s: float = Field(description=AGE)
-
-
-def _at(skills: list[float | None], row: int | None) -> float | None:
-    return None if row is None or row >= len(skills) else skills[row]
+    stream_id: str | None = Field(description="last stream entry the snapshot includes "
+                                  "(null with SHARDS > 1: each shard has its own stream)")
+    snapshot_age_s: float = Field(description=AGE + "; with SHARDS > 1, the stalest of the "
+                                  "shards read")
 
 
 def _json_number(value: float | None) -> str:
     return "null" if value is None else repr(value)
 
 
+def _by_shard(engine: ShardedEngine, tickers: list[str]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for t in tickers:
+        out.setdefault(shard_of(t, engine.count), []).append(t)
+    return out
+
+
 @router.get("", response_model=AllPredictions)
 async def all_predictions(
     request: Request,
     snapshot: SnapshotDep,
+    redis: RedisBytesDep,
     tickers: Annotated[str | None, Query(pattern=TICKER_LIST,
                                          description="comma list, e.g. AAPL,msft")] = None,
 ) -> Response:
     """Every ticker's latest prediction, or only those in `tickers`."""
     wanted = [parse_ticker(t.strip(" ")) for t in tickers.split(",")] if tickers else None
-    preds = snapshot.predictions
-    names = preds.keys() if wanted is None else [t for t in wanted if t in preds]
     engine = request.app.state.engine
-    rows, skills = engine.tickers(), engine.scores.skills()
+    preds: Mapping[str, Prediction] = snapshot.predictions
+    age = snapshot_age(snapshot)
+    if isinstance(engine, ShardedEngine):  # the shards other engines run, from Redis
+        by_shard = None if wanted is None else _by_shard(engine, wanted)
+        found, remote_age = await remote_predictions(redis, engine.remotes(), by_shard)
+        preds, age = {**preds, **found}, max(age, remote_age or 0.0)
+    names = preds.keys() if wanted is None else [t for t in wanted if t in preds]
+    skill = engine.skills()
     # Prediction.to_json is ~20x cheaper than a pydantic model per ticker: with 10,000
     # tickers that is ~10 ms instead of ~130 ms holding the event loop.
     body = ", ".join(
-        f'"{t}": {preds[t].to_json()[:-1]}, "skill": {_json_number(_at(skills, rows.get(t)))}}}'
+        f'"{t}": {preds[t].to_json()[:-1]}, "skill": {_json_number(skill(t))}}}'
         for t in names)
     tail = json.dumps({"unknown": [t for t in wanted or () if t not in preds],
-                       "stream_id": snapshot.stream_id,
-                       "snapshot_age_s": snapshot_age(snapshot)})
+                       "stream_id": snapshot.stream_id, "snapshot_age_s": age})
     return Response(f'{{"predictions": {{{body}}}, {tail[1:]}', media_type="application/json")
 
 
@@ -113,8 +132,9 @@ async def history(
     retained: PREDICTIONS_MAXLEN); empty for a ticker it does not hold."""
     found: list[Prediction] = []
     end, name = "+", ticker.encode()
+    stream = Routing(settings.predictions_stream, settings.shards).stream_of(ticker)
     while len(found) < limit:
-        page = await redis.xrevrange(settings.predictions_stream, end, "-", count=HISTORY_PAGE)
+        page = await redis.xrevrange(stream, end, "-", count=HISTORY_PAGE)
         for entry_id, fields in page:
             if name in fields.get(b"ticker", b"").split():  # skip other batches undecoded
                 mine = [p for p in stream_predictions([(entry_id, fields)]) if p.ticker == ticker]
@@ -140,8 +160,17 @@ async def one_prediction(request: Request) -> Response:
     # The hot read: no dependencies, no declared parameters. FastAPI resolving them cost
     # ~80 us a request, a fifth of this route's requests/s against a bare constant route.
     ticker = parse_ticker(request.path_params["ticker"])
-    snapshot: Snapshot = request.app.state.engine.snapshot
-    p = snapshot.predictions.get(ticker)
+    engine = request.app.state.engine
+    snapshot: Snapshot | None = engine.snapshot_of(ticker)
+    served, age = "", 0.0
+    if snapshot is None:  # another engine runs its shard: its records in Redis
+        p, remote_age = await remote_prediction(request.app.state.redis_bytes,
+                                                engine.remote(ticker), ticker)
+        served, age = ', "served_from": "redis"', remote_age or 0.0
+    else:
+        p, age = snapshot.predictions.get(ticker), snapshot_age(snapshot)
+        if isinstance(engine, ShardedEngine):
+            served = ', "served_from": "memory"'
     if p is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
@@ -149,7 +178,7 @@ async def one_prediction(request: Request) -> Response:
             "Send ticks with POST /v1/ticks; GET /v1/tickers lists the known tickers",
         )
     # the prediction as JSON (formatted by hand: see Prediction.to_json), plus the age
-    quality = request.app.state.engine.quality(ticker)
+    quality = engine.quality(ticker)
     skill = _json_number(None if quality is None else quality.skill)
-    body = f'{p.to_json()[:-1]}, "skill": {skill}, "snapshot_age_s": {snapshot_age(snapshot)!r}}}'
+    body = f'{p.to_json()[:-1]}, "skill": {skill}, "snapshot_age_s": {age!r}{served}}}'
     return Response(body, media_type="application/json")

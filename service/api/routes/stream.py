@@ -2,7 +2,9 @@
 
 One event per committed batch (per predictions-stream entry), its `id` that entry's ID: a
 client that reconnects with `Last-Event-ID` resumes right after it and misses nothing the
-stream still retains (PREDICTIONS_MAXLEN). Reads Redis, never the model.
+stream still retains (PREDICTIONS_MAXLEN). Reads Redis, never the model. With SHARDS > 1
+it follows every shard's predictions stream; a resume starts each of them after that ID
+(IDs are times: entries of other shards within the same millisecond may be skipped).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from redis.asyncio import Redis
 
 from service.api.deps import READ_PROBLEMS, RedisBytesDep, SettingsDep, parse_ticker
 from service.api.routes.predictions import TICKER_LIST
 from service.prediction_stream import stream_predictions
+from service.shards import Routing
 
 router = APIRouter(tags=["predictions"], responses=READ_PROBLEMS)
 
@@ -64,6 +68,13 @@ def event(cache: EventCache, entry_id: str, fields: dict[bytes, bytes],
     return _text(entry_id, fields, mine) if mine else None
 
 
+async def _last_id(redis: Redis, key: str) -> str:
+    """The stream's last entry ID now ('0-0' if empty): reading after it waits for new
+    entries, like '$', but stays put across non-blocking reads."""
+    last = await redis.xrevrange(key, "+", "-", count=1)
+    return last[0][0].decode() if last else "0-0"
+
+
 @router.get("/v1/stream", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "one `batch` event per committed batch"}})
@@ -76,22 +87,28 @@ async def stream(
 ) -> StreamingResponse:
     """Server-Sent Events: each committed batch's predictions as they are made."""
     wanted = {parse_ticker(t.strip(" ")) for t in tickers.split(",")} if tickers else None
-    key, cache = settings.predictions_stream, request.app.state.event_cache
+    keys = Routing(settings.predictions_stream, settings.shards).streams()
+    cache = request.app.state.event_cache
 
     async def events() -> AsyncIterator[str]:
-        after = last_event_id or "$"
         yield ": tickstream predictions\n\n"
+        after = {k: last_event_id or await _last_id(redis, k) for k in keys}
         while not await request.is_disconnected():
-            reply = await redis.xread({key: after}, count=1000, block=BLOCK_MS)
+            if len(keys) == 1:  # one stream: wait in Redis for its next entries
+                reply = await redis.xread(after, count=1000, block=BLOCK_MS)
+            else:  # one read per shard stream (on Redis Cluster each is on its own node)
+                replies = await asyncio.gather(*(redis.xread({k: a}, count=1000)
+                                                 for k, a in after.items()))
+                reply = [r for part in replies for r in (part or ())]
             texts = []
-            for _, entries in reply or ():
+            for key, entries in reply or ():
                 for raw_id, fields in entries:
-                    after = raw_id.decode()
-                    texts.append(event(cache, after, fields, wanted))
+                    after[key.decode()] = entry_id = raw_id.decode()
+                    texts.append(event(cache, entry_id, fields, wanted))
             # one write for all the events read; a comment keeps proxies from closing a
             # quiet stream
             yield "".join(filter(None, texts)) if reply else ": waiting\n\n"
-            if reply:  # let batches gather: a read per PUSH_EVERY_S, not per batch
+            if reply or len(keys) > 1:  # let batches gather: a read per PUSH_EVERY_S
                 await asyncio.sleep(PUSH_EVERY_S)
 
     return StreamingResponse(events(), media_type="text/event-stream",

@@ -31,7 +31,8 @@ class Tickers(BaseModel):
 
 class Reset(BaseModel):
     ticker: str
-    row: int
+    row: int | None = Field(description="its batch row (null: its shard is run by another "
+                            "engine, which applied the reset)")
     reset: bool = Field(description="the row's h and c were zeroed, by a control entry "
                        "in the tick stream that the loop has applied")
 
@@ -52,7 +53,7 @@ def reset_ticker(ticker: TickerPath, engine: EngineDep) -> Reset:
     # A sync route (run in a thread): it waits for the ingest loop to commit the reset.
     row = engine.tickers().get(ticker)
     try:
-        done = row is not None and engine.reset_ticker(ticker)
+        done = engine.reset_ticker(ticker)
     except TimeoutError:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             "the reset is in the tick stream but the ingest loop has not "

@@ -17,6 +17,7 @@ from service.api.deps import (
     WriteAccess,
     problem,
 )
+from service.shards import Routing
 from service.types import Fields
 
 router = APIRouter(prefix="/v1/ticks", tags=["ticks"], responses=PROBLEMS)
@@ -77,9 +78,14 @@ class Appended(BaseModel):
                         503: problem("Redis unreachable or refusing writes: nothing was "
                                      "written")})
 async def post_ticks(ticks: TickBody, settings: SettingsDep, redis: RedisDep) -> Appended:
-    """Append ticks to the stream; the ingest loop applies them shortly after."""
-    async with redis.pipeline(transaction=True) as pipe:  # all of the body or none
-        for tick in ticks:
-            pipe.xadd(settings.stream, tick.fields())
-        ids = await pipe.execute()
+    """Append ticks to the stream (with SHARDS > 1: each to its ticker's shard stream);
+    the ingest loop applies them shortly after."""
+    ids: list[str] = [""] * len(ticks)
+    routing = Routing(settings.stream, settings.shards)
+    for stream, where in routing.split(t.ticker for t in ticks).items():
+        async with redis.pipeline(transaction=True) as pipe:  # all of a stream's or none
+            for i in where:
+                pipe.xadd(stream, ticks[i].fields())
+            for i, entry_id in zip(where, await pipe.execute(), strict=True):
+                ids[i] = entry_id
     return Appended(ids=ids)

@@ -1,0 +1,73 @@
+"""Reading the latest predictions of shards that another engine runs, from Redis.
+
+Each shard's owner writes every moved ticker's latest-prediction record with each commit
+(service/commit.py), so any engine can answer for any ticker: from memory for the shards
+it runs, from those records for the others. One pipelined round trip per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from service.records import decode_prediction
+from service.sharded import Remote
+from service.snapshot import Prediction
+
+AnyRedis = Redis | RedisCluster
+
+
+def cursor_age(cursor: bytes | None) -> float | None:
+    """Seconds since the entry of a shard's output cursor was added: how far behind the
+    newest written outputs of that shard are, read from Redis."""
+    if cursor is None:
+        return None
+    return round(max(0.0, time.time() - int(cursor.partition(b"-")[0]) / 1000), 3)
+
+
+async def remote_prediction(redis: AnyRedis, remote: Remote,
+                            ticker: str) -> tuple[Prediction | None, float | None]:
+    """(the ticker's latest prediction or None, the age of its shard's outputs)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(remote.predictions, ticker)
+        pipe.get(remote.model)
+        pipe.get(remote.output_cursor)
+        record, model, cursor = await pipe.execute()
+    if record is None:
+        return None, cursor_age(cursor)
+    return decode_prediction(ticker, record, (model or b"").decode()), cursor_age(cursor)
+
+
+async def remote_predictions(redis: AnyRedis, remotes: Iterable[Remote],
+                             wanted: dict[int, list[str]] | None
+                             ) -> tuple[dict[str, Prediction], float | None]:
+    """The latest predictions of every ticker of `remotes` (or only the `wanted` ones, by
+    shard), and the age of the stalest of those shards' outputs."""
+    remotes = [r for r in remotes if wanted is None or wanted.get(r.shard)]
+    if not remotes:
+        return {}, None
+    async with redis.pipeline(transaction=False) as pipe:
+        for r in remotes:
+            if wanted is None:
+                pipe.hgetall(r.predictions)
+            else:
+                pipe.hmget(r.predictions, wanted[r.shard])
+            pipe.get(r.model)
+            pipe.get(r.output_cursor)
+        replies = await pipe.execute()
+    found: dict[str, Prediction] = {}
+    ages = []
+    for i, r in enumerate(remotes):
+        records, model, cursor = replies[3 * i : 3 * i + 3]
+        version = (model or b"").decode()
+        if wanted is not None:
+            records = {t.encode(): v for t, v in zip(wanted[r.shard], records, strict=True)
+                       if v is not None}
+        for name, record in records.items():
+            found[name.decode()] = decode_prediction(name.decode(), record, version)
+        if (age := cursor_age(cursor)) is not None:
+            ages.append(age)
+    return found, max(ages, default=None)
