@@ -67,7 +67,13 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("tickstream_gap_entries",
                                   "entries trimmed away before the engine read them "
                                   "(accepted with ACCEPT_GAP)", value=c.gap_entries)
-        replay = e.status()["replaying"]
+        status = e.status()
+        if "shards_here" in status:  # SHARDS > 1 (GET /v1/shards has each shard)
+            yield GaugeMetricFamily("tickstream_shards_here", "shards this engine runs",
+                                    value=len(status["shards_here"]))
+            yield GaugeMetricFamily("tickstream_engines_live",
+                                    "live engines of this deployment", value=status["engines_live"])
+        replay = status["replaying"]
         yield GaugeMetricFamily("tickstream_replaying",
                                 "1 while replaying the stream after a restore",
                                 value=int(replay is not None))

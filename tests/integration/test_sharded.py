@@ -1,0 +1,130 @@
+"""Several shards on one real redis-server, in process: engines split the shards by fair
+share, hand them over on a clean stop, and answer for every ticker over HTTP."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from test_ingest import (  # the same model, ticks and oracle as the ingest tests
+    artifact,  # noqa: F401  (fixture)
+    artifact_dir,  # noqa: F401  (fixture)
+    assert_matches_keras,
+    interleaved,
+    wait_for,
+    xadd_ticks,
+)
+
+from models.artifact import Artifact
+from service.app import create_app
+from service.config import Settings
+from service.prediction_stream import stream_predictions
+from service.sharded import ShardedEngine
+from service.shards import Routing, shard_of, shard_stream
+from service.snapshot import Snapshot
+
+pytestmark = pytest.mark.integration
+SHARDS = 4
+
+
+def sharded_settings(redis_url: str, **overrides: object) -> Settings:
+    return Settings(**{"redis_url": redis_url, "shards": SHARDS, "batch_count": 64,
+                       "block_ms": 10, "predictions_retention_s": 0, "learn": False,
+                       "lease_ttl_s": 2.0, "api_key": None, **overrides})
+
+
+@pytest.fixture
+def engines() -> Iterator[list[ShardedEngine]]:
+    made: list[ShardedEngine] = []
+    yield made
+    for e in made:
+        e.stop()
+
+
+def start(engines: list[ShardedEngine], redis_url: str, model: Artifact) -> ShardedEngine:
+    engine = ShardedEngine(sharded_settings(redis_url), model, redis_url)
+    engine.start()
+    engines.append(engine)
+    return engine
+
+
+def feed(client: redis.Redis, ticks) -> None:
+    for stream, where in Routing("ticks", SHARDS).split(ticks.ticker.tolist()).items():
+        xadd_ticks(client, ticks.take(np.array(where)), stream)
+
+
+def here(engine: ShardedEngine) -> list[int]:
+    return engine.status()["shards_here"]
+
+
+def steps(engine: ShardedEngine) -> int:
+    return sum(p.steps for p in engine.snapshot.predictions.values())
+
+
+def test_two_engines_split_the_shards_and_a_stop_hands_them_over(
+        engines, redis_url: str, redis_client: redis.Redis, artifact: Artifact,  # noqa: F811
+        artifact_dir: Path) -> None:  # noqa: F811
+    ticks = interleaved(12, 1200, seed=3)
+    first = start(engines, redis_url, artifact)
+    assert here(first) == [0, 1, 2, 3]  # alone: every shard, before serving
+    second = start(engines, redis_url, artifact)
+    wait_for(lambda: len(here(first)) == len(here(second)) == 2, "a fair share each")
+    assert sorted(here(first) + here(second)) == [0, 1, 2, 3]
+    feed(redis_client, ticks)
+    wait_for(lambda: steps(first) + steps(second) == len(ticks) and first.ready
+             and second.ready, "every tick applied")
+    both = {**first.snapshot.predictions, **second.snapshot.predictions}
+    assert_matches_keras(Snapshot.of(both, 0.0, None), ticks, artifact_dir, artifact)
+    for ticker in first.snapshot.predictions:
+        assert shard_of(ticker, SHARDS) in here(first), ticker
+
+    first.stop()  # graceful: last snapshot, leases released, beat gone
+    engines.remove(first)
+    wait_for(lambda: here(second) == [0, 1, 2, 3] and second.ready, "the survivor runs all")
+    assert dict(second.snapshot.predictions) == both  # restored, not recomputed differently
+    assert second.counters().replayed == 0  # the handover's snapshot left nothing to replay
+    outputs = Counter((s, p.stream_id) for s in range(SHARDS) for p in stream_predictions(
+        redis_client.xrange(shard_stream("predictions", s))))
+    assert sum(outputs.values()) == len(ticks) and max(outputs.values()) == 1
+
+
+def test_any_engine_answers_for_any_ticker_over_http(
+        engines, redis_url: str, redis_client: redis.Redis,
+        artifact: Artifact) -> None:  # noqa: F811
+    with TestClient(create_app(sharded_settings(redis_url), artifact)) as c:
+        other = start(engines, redis_url, artifact)
+        wait_for(lambda: len(here(other)) == 2 and c.get("/v1/shards").json()["engines"] == 2
+                 and sum(s["here"] for s in c.get("/v1/shards").json()["shards"]) == 2,
+                 "two engines, two shards each")
+        mine = [s["shard"] for s in c.get("/v1/shards").json()["shards"] if s["here"]]
+        tickers = [f"T{i}" for i in range(16)]
+        r = c.post("/v1/ticks", json=[{"ticker": t, "price": 10.0 + i, "ts": 1000 + i}
+                                      for i, t in enumerate(tickers)])
+        assert r.status_code == 202, r.text
+        for t, entry_id in zip(tickers, r.json()["ids"], strict=True):  # routed by ticker
+            assert redis_client.xrange(shard_stream("ticks", shard_of(t, SHARDS)),
+                                       entry_id, entry_id)
+        wait_for(lambda: len(c.get("/v1/predictions").json()["predictions"]) == 16
+                 and other.ready, "all 16 predicted")
+        for t in tickers:
+            body = c.get(f"/v1/predictions/{t}").json()
+            own = shard_of(t, SHARDS) in mine
+            assert body["served_from"] == ("memory" if own else "redis"), t
+            if not own:
+                assert body["prediction"] == other.snapshot.predictions[t].prediction
+        remote = next(t for t in tickers if shard_of(t, SHARDS) not in mine)
+        reset = c.post(f"/v1/tickers/{remote}/reset")
+        assert reset.status_code == 200 and reset.json()["row"] is None
+        assert c.get(f"/v1/predictions/{remote}/history").json()["history"][-1]["steps"] == 1
+        shards = c.get("/v1/shards").json()["shards"]
+        assert [s["stream"] for s in shards] == [f"ticks:{{{s}}}" for s in range(SHARDS)]
+        assert sum(s["tickers"] for s in shards) == 16
+        assert all(s["cursor"] and s["owner"] for s in shards)
+        assert c.get("/readyz").status_code == 200
+        metrics = c.get("/metrics").text
+        assert "tickstream_shards_here 2.0" in metrics
