@@ -92,6 +92,12 @@ class ShardedEngine:
 
     # ---- lifecycle
 
+    def join(self) -> list[str]:
+        """Count as a live engine (shares shrink) without taking any shard yet; the live
+        engines. `start` joins too: this is for starting several engines at once."""
+        self._live = self._members.beat()
+        return self._live
+
     def start(self) -> None:
         """Refuse another shard count than the state's; take this engine's share of the
         shards before serving; keep it balanced from a thread."""
@@ -128,8 +134,7 @@ class ShardedEngine:
 
     def _balance(self) -> None:
         """Beat; hold exactly the fair share of shards where free ones allow."""
-        live = self._members.beat()
-        self._live = live
+        live = self.join()
         engines = dict(self._engines)
         for s, e in list(engines.items()):
             if e.status()["standby"]:  # its lease went to another engine
