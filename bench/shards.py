@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from bench.cluster import RedisClusterProcesses
@@ -62,10 +63,58 @@ def _keys(name: str) -> tuple[str, str, str, str]:
 
 
 def _settings(url: str, shards: int, name: str) -> Settings:
-    return Settings(redis_url=url, shards=shards, name=name, learn=False)
+    # BLOCK_MS 1: a caught-up shard's read must not hold up the one-loop prototype's round
+    return Settings(redis_url=url, shards=shards, name=name, learn=False, block_ms=1)
 
 
-def worker(url: str, shards: int, engines: int, model_dir: str, name: str) -> None:
+class OneLoop:
+    """A prototype of the design not chosen: one thread stepping every shard's engine in
+    turn (what Engine._run does per iteration, minus its error handling), for measuring
+    against a loop thread per shard. Bench only: it drives the Engine's private steps."""
+
+    def __init__(self, settings: Settings, artifact: Any, url: str) -> None:
+        from service.ingest import Engine
+
+        self.engines = [Engine(settings.for_shard(s), artifact, url)
+                        for s in range(settings.shards)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        for e in self.engines:  # Engine.start without its thread
+            if not e._lease.acquire():
+                raise RuntimeError("a shard's lease is held")
+            e._restore()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for e in self.engines:
+                e._cycle()
+                e._maybe_snapshot()
+
+    def counters(self) -> Any:
+        from service.ingest import Counters
+
+        out = Counters()
+        for e in self.engines:
+            c = e.counters()
+            out.applied, out.errors = out.applied + c.applied, out.errors + c.errors
+            out.dead_lettered.update(c.dead_lettered)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"shards_here": list(range(len(self.engines)))}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for e in self.engines:
+            e.stop()
+
+
+def worker(url: str, shards: int, engines: int, model_dir: str, name: str,
+           mode: str = "threads") -> None:
     """One engine of a drain: join, wait for the go, start, drain until told to stop."""
     from models.artifact import load_artifact
     from service.ingest import Engine
@@ -75,10 +124,14 @@ def worker(url: str, shards: int, engines: int, model_dir: str, name: str) -> No
     settings, artifact = _settings(url, shards, name), load_artifact(Path(model_dir))
     client = topology.client(url, cluster)
     workers, go, done, results = _keys(name)
-    engine = (ShardedEngine(settings, artifact, url, cluster) if shards > 1
-              else Engine(settings, artifact, url))
-    if isinstance(engine, ShardedEngine):
+    engine: Any
+    if mode == "loop":
+        engine = OneLoop(settings, artifact, url)
+    elif shards > 1:
+        engine = ShardedEngine(settings, artifact, url, cluster)
         wait_for(lambda: len(engine.join()) == engines, "every engine joined", TIMEOUT_S, 0.05)
+    else:
+        engine = Engine(settings, artifact, url)
     client.hset(workers, str(os.getpid()), 1)
     wait_for(lambda: client.exists(go), "the go", TIMEOUT_S, 0.005)
     t0 = time.monotonic()
@@ -88,8 +141,12 @@ def worker(url: str, shards: int, engines: int, model_dir: str, name: str) -> No
     while not client.exists(done):
         samples.append((time.monotonic(), engine.counters().applied, time.process_time()))
         time.sleep(SAMPLE_S)
-    c = engine.counters()
-    samples.append((time.monotonic(), c.applied, time.process_time()))
+    while True:  # the last commits, sent before the end was seen, are confirmed
+        time.sleep(0.2)
+        c = engine.counters()
+        if c.applied == samples[-1][1]:
+            break
+        samples.append((time.monotonic(), c.applied, time.process_time()))
     here = engine.status().get("shards_here", [0])
     client.hset(results, str(os.getpid()), json.dumps({
         "samples": samples, "total": c.applied, "start_s": started_at - t0,
@@ -99,10 +156,20 @@ def worker(url: str, shards: int, engines: int, model_dir: str, name: str) -> No
     client.close()
 
 
-def prefill(client: topology.AnyRedis, routing: Routing, ticks: int, tickers: int) -> None:
+def prefill(url: str, routing: Routing, ticks: int, tickers: int) -> None:
+    """Each shard's ticks straight to the node serving its stream (redis-py's cluster
+    pipeline is several times slower than a plain one)."""
+    cluster = topology.is_cluster(url)
+    router = topology.client(url, cluster)
+    nodes = {s: redis.Redis.from_url(topology.node_url(url, router, s) if cluster else url)
+             for s in routing.streams()}
     market = SyntheticMarket(tickers, seed=1)
     for _ in range(0, ticks, CHUNK):
-        xadd_table(client, routing, market.ticks(CHUNK), with_ts=False)
+        table = market.ticks(CHUNK)
+        for stream, where in routing.split(table.ticker.tolist()).items():
+            xadd_table(nodes[stream], stream, table.take(np.array(where)), with_ts=False)
+    for c in [router, *nodes.values()]:
+        c.close()
 
 
 def caught_up(client: topology.AnyRedis, url: str, shards: int, name: str,
@@ -114,18 +181,18 @@ def caught_up(client: topology.AnyRedis, url: str, shards: int, name: str,
 
 
 def drain(url: str, flush: Any, shards: int, engines: int, args: argparse.Namespace,
-          model_dir: Path) -> dict[str, Any]:
+          model_dir: Path, mode: str = "threads") -> dict[str, Any]:
     """One drain of `args.ticks` pre-filled ticks by `engines` worker processes."""
     flush()
     cluster = topology.is_cluster(url)
     client = topology.client(url, cluster)
-    name = f"drain{shards}x{engines}"
+    name = f"drain{shards}x{engines}{mode}"
     routing = Routing("ticks", shards)
-    prefill(client, routing, args.ticks, args.tickers)
+    prefill(url, routing, args.ticks, args.tickers)
     last = {s: client.xrevrange(s, count=1)[0][0] for s in routing.streams()}
     workers, go, done, results = _keys(name)
     procs = [subprocess.Popen([sys.executable, "-m", "bench.shards", "worker", url, str(shards),
-                               str(engines), str(model_dir), name],
+                               str(engines), str(model_dir), name, mode],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for _ in range(engines)]
     try:
@@ -229,8 +296,8 @@ def _median(values: list[float]) -> float:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        url, shards, engines, model_dir, name = sys.argv[2:7]
-        worker(url, int(shards), int(engines), model_dir, name)
+        url, shards, engines, model_dir, name, *mode = sys.argv[2:8]
+        worker(url, int(shards), int(engines), model_dir, name, *mode)
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ticks", type=int, default=600_000)
@@ -262,12 +329,15 @@ def main() -> None:
             with redis.Redis.from_url(single.url) as c:
                 c.flushall()
 
+        designs = [(1, "threads"), (SHARDS, "threads"), (SHARDS, "loop")]
         for r in range(args.rounds):
-            for shards in ([1, SHARDS] if r % 2 == 0 else [SHARDS, 1]):
-                run = drain(single.url, flush_single, shards, 1, args, model_dir)
-                runs.setdefault(f"single{shards}", []).append(run)
-                print(f"  round {r + 1}: 1 engine, S={shards} on one redis-server: "
-                      f"{run['rate']:,.0f} ticks/s", flush=True)
+            for shards, mode in (designs if r % 2 == 0 else designs[::-1]):
+                run = drain(single.url, flush_single, shards, 1, args, model_dir, mode)
+                runs.setdefault(f"single{shards}{mode}", []).append(run)
+                e = run["engines"][0]
+                print(f"  round {r + 1}: 1 engine, S={shards} ({mode}) on one redis-server: "
+                      f"{run['rate']:,.0f} ticks/s, {e['cpu_s'] / e['applied'] * 1e6:.2f} us "
+                      "CPU/tick", flush=True)
     report(runs, handovers)
 
 
@@ -281,22 +351,26 @@ def report(runs: dict[str, list[dict[str, Any]]], handovers: list[dict[str, floa
 
     ratios = [b["rate"] / a["rate"] for a, b in zip(runs["cluster1"], runs["cluster2"],
                                                      strict=True)]
-    loops = [b["rate"] / a["rate"] for a, b in zip(runs["single1"], runs["single8"],
+    loops = [b["rate"] / a["rate"] for a, b in zip(runs["single8loop"], runs["single8threads"],
                                                     strict=True)]
+    sharding = [b["rate"] / a["rate"] for a, b in zip(runs["single1threads"],
+                                                       runs["single8threads"], strict=True)]
     print("\n| drain, medians | ticks/s | CPU per tick per engine |")
     print("|---|---:|---:|")
     print(f"| 1 engine, S=8, 3-master cluster | {rate('cluster1'):,.0f} | "
           f"{cpu('cluster1'):.2f} us |")
     print(f"| 2 engines, S=8, 3-master cluster | {rate('cluster2'):,.0f} | "
           f"{cpu('cluster2'):.2f} us |")
-    print(f"| 1 engine, S=1, one redis-server (one loop) | {rate('single1'):,.0f} | "
-          f"{cpu('single1'):.2f} us |")
-    print(f"| 1 engine, S=8, one redis-server (a thread per shard) | {rate('single8'):,.0f} | "
-          f"{cpu('single8'):.2f} us |")
+    for key, what in (("single1threads", "1 engine, S=1, one redis-server"),
+                      ("single8threads", "1 engine, S=8, one redis-server, a thread per shard"),
+                      ("single8loop", "1 engine, S=8, one redis-server, one loop (prototype)")):
+        print(f"| {what} | {rate(key):,.0f} | {cpu(key):.2f} us |")
     print(f"\n2 engines : 1 engine, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
           f"(median {_median(ratios):.2f}x)")
-    print(f"thread per shard : one loop, per round: {', '.join(f'{x:.2f}x' for x in loops)} "
-          f"(median {_median(loops):.2f}x)")
+    print(f"thread per shard : one loop over the shards, per round: "
+          f"{', '.join(f'{x:.2f}x' for x in loops)} (median {_median(loops):.2f}x)")
+    print(f"S=8 : S=1 (one engine, one Redis), per round: "
+          f"{', '.join(f'{x:.2f}x' for x in sharding)} (median {_median(sharding):.2f}x)")
     if handovers:
         for key, what in (("death", "SIGKILL -> its shards live on the survivor"),
                           ("join", "a join -> its share moved to it"),

@@ -37,6 +37,24 @@ def _artifact(settings: Settings) -> Artifact:
             raise typer.BadParameter(str(e), param_hint="--model-dir") from None
 
 
+SHARD_OPTION = typer.Option(
+    min=0, help="with SHARDS > 1: the shard to read (0 .. SHARDS-1), each has its own stream "
+    "and weights")
+
+
+def _one_shard(settings: Settings, shard: int | None) -> Settings:
+    """The settings of the shard the command reads from Redis (unsharded: as they are)."""
+    if settings.shards == 1:
+        if shard not in (None, 0):
+            raise typer.BadParameter("SHARDS is 1: there is no other shard", param_hint="--shard")
+        return settings
+    if shard is None or shard >= settings.shards:
+        raise typer.BadParameter(f"SHARDS={settings.shards}: each shard has its own stream and "
+                                 f"weights; pick one with --shard 0..{settings.shards - 1}",
+                                 param_hint="--shard")
+    return settings.for_shard(shard)
+
+
 def _need_redis(settings: Settings) -> str:
     if settings.redis_url is None:
         raise typer.BadParameter("no Redis to read from: pass --redis-url or set "
@@ -58,6 +76,7 @@ def replay(
     state_out: Annotated[Path | None, typer.Option(
         help="also write the end state (rows, learner, scores) as an .npz of plain arrays")
     ] = None,
+    shard: Annotated[int | None, SHARD_OPTION] = None,
     **flags: Any,
 ) -> None:
     """Run the service's loop offline over a tick table, writing to no Redis.
@@ -75,6 +94,8 @@ def replay(
         raise typer.BadParameter("give exactly one of --csv FILE or --from-redis",
                                  param_hint="--csv / --from-redis")
     settings = load_settings(**flags)
+    if from_redis:
+        settings = _one_shard(settings, shard)
     url = _need_redis(settings) if from_redis else None
     table = None if csv is None else read_ticks_csv(csv)
     artifact = _artifact(settings)
@@ -108,6 +129,7 @@ def replay(
 @with_settings_flags
 def export(
     out: Annotated[Path, typer.Option(help="artifact directory to write")],
+    shard: Annotated[int | None, SHARD_OPTION] = None,
     **flags: Any,
 ) -> None:
     """Write the weights the stream has taught as an artifact (as of the last snapshot).
@@ -120,7 +142,7 @@ def export(
     from service.records import StateError
     from service.snapshots import SnapshotStore
 
-    settings = load_settings(**flags)
+    settings = _one_shard(load_settings(**flags), shard)
     url = _need_redis(settings)
     artifact = _artifact(settings)
     base = artifact.meta.model_version

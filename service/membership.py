@@ -19,7 +19,7 @@ import redis
 from service.embedded_redis import process_alive
 
 # KEYS: the set; ARGV: this engine ('' to only read), TTL in ms
-_BEAT = """
+BEAT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -51,7 +51,7 @@ class Membership:
 
     def beat(self) -> list[str]:
         """Say this engine is alive; the live engines, this one included, sorted."""
-        members = [m.decode() for m in self.client.eval(_BEAT, 1, self.key, self.me,
+        members = [m.decode() for m in self.client.eval(BEAT_LUA, 1, self.key, self.me,
                                                          self.ttl_ms)]
         gone = [m for m in members if self._dead_here(m)]
         if gone:
@@ -60,7 +60,7 @@ class Membership:
 
     def live(self) -> list[str]:
         """The live engines, without beating (for readers)."""
-        return sorted(m.decode() for m in self.client.eval(_BEAT, 1, self.key, "", 0))
+        return sorted(m.decode() for m in self.client.eval(BEAT_LUA, 1, self.key, "", 0))
 
     def leave(self) -> None:
         self.client.zrem(self.key, self.me)

@@ -31,6 +31,9 @@ def summary(url: str, headers: dict[str, str], window_s: float = 1.0) -> list[st
         overall = http.get("/v1/quality", params={"per_ticker": "false"}).json()["overall"]
     snap = ready.get("snapshot") or {}
     state = "ready" if ready["ready"] else "NOT READY: " + "; ".join(ready["reasons"])
+    shards = [] if "shards_here" not in ready else [
+        f"  shards        {', '.join(map(str, ready['shards_here'])) or 'none'} run here, "
+        f"{ready['engines_live']} engines live (GET /v1/shards has each)"]
     return [
         f"tickstream at {url}: {state}",
         f"  ticks/s       {rate:,.0f} (applied {ready['applied']:,}, "
@@ -47,4 +50,5 @@ def summary(url: str, headers: dict[str, str], window_s: float = 1.0) -> list[st
         f"  snapshot      {snap.get('written', 0)} written, last at {snap.get('cursor')} "
         f"({snap.get('age_s')} s ago, {snap.get('size_bytes')} bytes)",
         f"  loop errors   {ready['errors']}",
+        *shards,
     ]

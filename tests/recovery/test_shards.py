@@ -8,6 +8,8 @@ whichever engine produced them.
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from harness import ServiceProcess, assert_served_equals_keras, market_ticks, xadd_ticks
+from harness import (
+    TICKSTREAM,
+    ServiceProcess,
+    assert_served_equals_keras,
+    market_ticks,
+    xadd_ticks,
+)
+from test_dashboard import read_events
 
 from bench.cluster import RedisClusterProcesses
 from models.ticks import TickTable
@@ -39,14 +48,25 @@ def cluster_url(cluster: RedisClusterProcesses) -> Iterator[str]:
     cluster.flush()
 
 
-def _engine(tmp_path: Path, url: str, artifact_dir: Path, name: str) -> ServiceProcess:
+@pytest.fixture
+def engines() -> Iterator[list[ServiceProcess]]:
+    """Every engine a test makes is stopped at its end, pass or fail."""
+    made: list[ServiceProcess] = []
+    yield made
+    for engine in made:
+        engine.stop()
+
+
+def _engine(made: list[ServiceProcess], tmp_path: Path, url: str, artifact_dir: Path,
+            name: str) -> ServiceProcess:
     workdir = tmp_path / name
     workdir.mkdir()
-    return ServiceProcess(workdir, {
+    made.append(ServiceProcess(workdir, {
         "TICKSTREAM_REDIS_URL": url, "TICKSTREAM_MODEL_DIR": str(artifact_dir),
         "TICKSTREAM_SHARDS": str(SHARDS), "TICKSTREAM_LEARN": "false",
         "TICKSTREAM_INITIAL_ROWS": "4", "TICKSTREAM_PREDICTIONS_RETENTION_S": "0",
-        "TICKSTREAM_LEASE_TTL_S": "3", "TICKSTREAM_SNAPSHOT_EVERY_S": "0.5"})
+        "TICKSTREAM_LEASE_TTL_S": "3", "TICKSTREAM_SNAPSHOT_EVERY_S": "0.5"}))
+    return made[-1]
 
 
 def _owners(engine: ServiceProcess) -> dict[int, str | None]:
@@ -84,34 +104,42 @@ def _valid(ticks: TickTable) -> TickTable:
 
 
 def test_engines_share_shards_survive_a_kill_and_take_in_a_newcomer(
-        tmp_path: Path, cluster_url: str, artifact_dir: Path) -> None:
+        tmp_path: Path, cluster_url: str, artifact_dir: Path,
+        engines: list[ServiceProcess]) -> None:
     client = redis.RedisCluster.from_url(cluster_url)
-    a = _engine(tmp_path, cluster_url, artifact_dir, "a")
-    b = _engine(tmp_path, cluster_url, artifact_dir, "b")
+    a = _engine(engines, tmp_path, cluster_url, artifact_dir, "a")
+    b = _engine(engines, tmp_path, cluster_url, artifact_dir, "b")
     a.start()
     a.wait_ready()
     b.start()
     b.wait_ready()
     joined = _wait("two engines share the shards", lambda: _here(a) == _here(b) == 4)
 
-    ticks = market_ticks(24, 3000, seed=11)
-    chunks = np.array_split(np.arange(len(ticks)), 3)
+    ticks = market_ticks(24, 8000, seed=11)
     routing = Routing("ticks", SHARDS)
+    c_joined = threading.Event()
 
-    def feed(index: np.ndarray) -> None:
-        part = ticks.take(index)
-        for stream, where in routing.split(part.ticker.tolist()).items():
-            xadd_ticks(client, part.take(np.array(where)), stream)
+    def feed() -> None:  # a steady synthetic feed, 100 ticks every 0.1 s, routed by shard;
+        # its last quarter only once C has joined, so C joins while ticks flow
+        for i, index in enumerate(np.array_split(np.arange(len(ticks)), 80)):
+            if i == 60:
+                c_joined.wait(120)
+            part = ticks.take(index)
+            for stream, where in routing.split(part.ticker.tolist()).items():
+                xadd_ticks(client, part.take(np.array(where)), stream)
+            time.sleep(0.1)
 
-    feed(chunks[0])
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     bad = _bad_entries(client)
-    b.kill()  # mid-run: its shards' leases are left behind
+    time.sleep(1.5)
+    b.kill()  # mid-run, mid-feed: its shards' leases are left behind
     took_over = _wait("A runs every shard", lambda: _here(a) == SHARDS)
-    feed(chunks[1])
-    c = _engine(tmp_path, cluster_url, artifact_dir, "c")
+    c = _engine(engines, tmp_path, cluster_url, artifact_dir, "c")
     c.start()
     moved = _wait("C gets its share", lambda: _here(c) == 4 and _here(a) == 4)
-    feed(chunks[2])
+    c_joined.set()
+    feeder.join()
 
     served = a.wait_applied(len(ticks))
     c.wait_ready()
@@ -142,3 +170,9 @@ def test_engines_share_shards_survive_a_kill_and_take_in_a_newcomer(
     assert dead == bad
     owners = _owners(a)
     assert None not in owners.values() and len(set(owners.values())) == 2
+    # the SSE stream follows every shard: from the start, each tick's prediction once
+    events = read_events(f"http://127.0.0.1:{c.port}", 3.0, last_id="0-0")
+    assert sum(len(e["predictions"]) for e in events) == len(ticks)
+    status = subprocess.run([TICKSTREAM, "status", "--url", f"http://127.0.0.1:{a.port}"],
+                            capture_output=True, text=True, timeout=120)
+    assert "run here, 2 engines live" in status.stdout, status.stdout + status.stderr
