@@ -3,8 +3,9 @@
 - Drain: SHARDS=8 streams pre-filled with synthetic ticks (no ts), drained by 1 and by 2
   engine processes (learning off, AOF everysec on every node), in the same run, rounds
   alternating; the aggregate rate, the ratio 2 : 1, and each engine's CPU per tick.
-- Thread per shard vs one loop: one engine on one redis-server draining the same ticks
-  with SHARDS=8 (a loop thread per shard) against SHARDS=1 (one loop over every ticker).
+- One loop vs a thread per shard: one engine on one redis-server draining the same ticks
+  with SHARDS=8 run by one loop (ShardedEngine), with SHARDS=8 run by a thread per shard
+  (a prototype of the design not chosen), and with SHARDS=1 (one model for every ticker).
 - Handover, with real `tickstream serve` processes under a steady feed: SIGKILL of an
   engine -> its shards live on the survivor (same host: the dead pid is seen at once);
   an engine joins -> its share moved to it; an engine stops answering (SIGSTOP, as a lost
@@ -63,35 +64,24 @@ def _keys(name: str) -> tuple[str, str, str, str]:
 
 
 def _settings(url: str, shards: int, name: str) -> Settings:
-    # BLOCK_MS 1: a caught-up shard's read must not hold up the one-loop prototype's round
-    return Settings(redis_url=url, shards=shards, name=name, learn=False, block_ms=1)
+    return Settings(redis_url=url, shards=shards, name=name, learn=False)
 
 
-class OneLoop:
-    """A prototype of the design not chosen: one thread stepping every shard's engine in
-    turn (what Engine._run does per iteration, minus its error handling), for measuring
-    against a loop thread per shard. Bench only: it drives the Engine's private steps."""
+class ThreadPerShard:
+    """A prototype of the design not chosen: one Engine per shard, each with its own loop
+    thread (blocking reads), every shard taken at once, on one Redis. Bench only: for
+    measuring against the one loop over the shards that ShardedEngine runs."""
 
     def __init__(self, settings: Settings, artifact: Any, url: str) -> None:
         from service.ingest import Engine
 
         self.engines = [Engine(settings.for_shard(s), artifact, url)
                         for s in range(settings.shards)]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
-        for e in self.engines:  # Engine.start without its thread
-            if not e._lease.acquire():
+        for e in self.engines:
+            if not e.start(standby=False):
                 raise RuntimeError("a shard's lease is held")
-            e._restore()
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for e in self.engines:
-                e._cycle()
-                e._maybe_snapshot()
 
     def counters(self) -> Any:
         from service.ingest import Counters
@@ -107,14 +97,12 @@ class OneLoop:
         return {"shards_here": list(range(len(self.engines)))}
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
         for e in self.engines:
             e.stop()
 
 
 def worker(url: str, shards: int, engines: int, model_dir: str, name: str,
-           mode: str = "threads") -> None:
+           mode: str = "loop") -> None:
     """One engine of a drain: join, wait for the go, start, drain until told to stop."""
     from models.artifact import load_artifact
     from service.ingest import Engine
@@ -125,8 +113,8 @@ def worker(url: str, shards: int, engines: int, model_dir: str, name: str,
     client = topology.client(url, cluster)
     workers, go, done, results = _keys(name)
     engine: Any
-    if mode == "loop":
-        engine = OneLoop(settings, artifact, url)
+    if mode == "threads":
+        engine = ThreadPerShard(settings, artifact, url)
     elif shards > 1:
         engine = ShardedEngine(settings, artifact, url, cluster)
         wait_for(lambda: len(engine.join()) == engines, "every engine joined", TIMEOUT_S, 0.05)
@@ -181,7 +169,7 @@ def caught_up(client: topology.AnyRedis, url: str, shards: int, name: str,
 
 
 def drain(url: str, flush: Any, shards: int, engines: int, args: argparse.Namespace,
-          model_dir: Path, mode: str = "threads") -> dict[str, Any]:
+          model_dir: Path, mode: str = "loop") -> dict[str, Any]:
     """One drain of `args.ticks` pre-filled ticks by `engines` worker processes."""
     flush()
     cluster = topology.is_cluster(url)
@@ -329,7 +317,7 @@ def main() -> None:
             with redis.Redis.from_url(single.url) as c:
                 c.flushall()
 
-        designs = [(1, "threads"), (SHARDS, "threads"), (SHARDS, "loop")]
+        designs = [(1, "loop"), (SHARDS, "loop"), (SHARDS, "threads")]
         for r in range(args.rounds):
             for shards, mode in (designs if r % 2 == 0 else designs[::-1]):
                 run = drain(single.url, flush_single, shards, 1, args, model_dir, mode)
@@ -351,23 +339,24 @@ def report(runs: dict[str, list[dict[str, Any]]], handovers: list[dict[str, floa
 
     ratios = [b["rate"] / a["rate"] for a, b in zip(runs["cluster1"], runs["cluster2"],
                                                      strict=True)]
-    loops = [b["rate"] / a["rate"] for a, b in zip(runs["single8loop"], runs["single8threads"],
+    loops = [b["rate"] / a["rate"] for a, b in zip(runs["single8threads"], runs["single8loop"],
                                                     strict=True)]
-    sharding = [b["rate"] / a["rate"] for a, b in zip(runs["single1threads"],
-                                                       runs["single8threads"], strict=True)]
+    sharding = [b["rate"] / a["rate"] for a, b in zip(runs["single1loop"],
+                                                       runs["single8loop"], strict=True)]
     print("\n| drain, medians | ticks/s | CPU per tick per engine |")
     print("|---|---:|---:|")
     print(f"| 1 engine, S=8, 3-master cluster | {rate('cluster1'):,.0f} | "
           f"{cpu('cluster1'):.2f} us |")
     print(f"| 2 engines, S=8, 3-master cluster | {rate('cluster2'):,.0f} | "
           f"{cpu('cluster2'):.2f} us |")
-    for key, what in (("single1threads", "1 engine, S=1, one redis-server"),
-                      ("single8threads", "1 engine, S=8, one redis-server, a thread per shard"),
-                      ("single8loop", "1 engine, S=8, one redis-server, one loop (prototype)")):
+    for key, what in (("single1loop", "1 engine, S=1, one redis-server"),
+                      ("single8loop", "1 engine, S=8, one redis-server, one loop"),
+                      ("single8threads", "1 engine, S=8, one redis-server, a thread per shard "
+                                         "(prototype)")):
         print(f"| {what} | {rate(key):,.0f} | {cpu(key):.2f} us |")
     print(f"\n2 engines : 1 engine, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
           f"(median {_median(ratios):.2f}x)")
-    print(f"thread per shard : one loop over the shards, per round: "
+    print(f"one loop over the shards : a thread per shard, per round: "
           f"{', '.join(f'{x:.2f}x' for x in loops)} (median {_median(loops):.2f}x)")
     print(f"S=8 : S=1 (one engine, one Redis), per round: "
           f"{', '.join(f'{x:.2f}x' for x in sharding)} (median {_median(sharding):.2f}x)")

@@ -173,6 +173,8 @@ class Engine:
         self._applied_to = NO_CURSOR  # committed (or replayed) up to this entry
         self._progress = threading.Condition()  # notified when _applied_to moves
         self._captures: queue.SimpleQueue[Future[SnapshotData]] = queue.SimpleQueue()
+        self._stale = False  # the state in memory may be behind Redis: restore first
+        self._backoff = BACKOFF_FIRST_S  # the wait after the next failed turn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -186,16 +188,7 @@ class Engine:
         """
         if self._thread is not None:
             raise RuntimeError("engine already started")
-        malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
-        # TensorFlow and Keras leave ~300k objects to the cyclic GC: a full collection walks
-        # them all (~0.3 s here) holding the GIL, stalling the loop and HTTP alike. They
-        # live as long as the process: out of the collector's sight with them.
-        gc.freeze()
-        if self._lease.acquire():
-            self._restore()
-        elif standby:
-            self._enter_standby()
-        else:
+        if not self.open(standby):
             return False
         shard = self.settings.shard
         name = "tickstream-ingest" + ("" if shard is None else f"-{shard.index}")
@@ -203,11 +196,33 @@ class Engine:
         self._thread.start()
         return True
 
+    def open(self, standby: bool = True, blocking: bool = True) -> bool:
+        """`start` without a thread: whoever calls `iterate` runs the loop (one thread for
+        several shards' engines: service/sharded.py). Not `blocking`: reads never wait in
+        Redis for new entries, the caller paces an idle loop."""
+        malloc.keep_freed_memory()  # the loop's temporaries, reused warm (see the module)
+        # TensorFlow and Keras leave ~300k objects to the cyclic GC: a full collection walks
+        # them all (~0.3 s here) holding the GIL, stalling the loop and HTTP alike. They
+        # live as long as the process: out of the collector's sight with them.
+        gc.freeze()
+        self._reader.blocking = blocking
+        if self._lease.acquire():
+            self._restore()
+        elif standby:
+            self._enter_standby()
+        else:
+            return False
+        return True
+
     def stop(self, timeout: float | None = 30.0) -> None:
         """Let the current batch finish and commit, write a last snapshot, end the thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the snapshot writer and Redis (after `finish`, or a stopped thread)."""
         self._snapshots.close()
         self._client.close()
 
@@ -352,49 +367,66 @@ class Engine:
     # ---- the loop
 
     def _run(self) -> None:
-        backoff = BACKOFF_FIRST_S
-        stale = False
         while not self._stop.is_set():
+            wait = self.iterate()
+            if wait:
+                self._stop.wait(wait)
+        self.finish()
+
+    @property
+    def idle(self) -> bool:
+        """The last turn found nothing to read and left nothing in flight."""
+        return self._reader.caught_up and self._in_flight is None and not self._in_hand
+
+    def iterate(self) -> float:
+        """One turn of the loop: read, step, commit, publish, snapshot if due. Never
+        raises (Redis has the truth: after a failure the next turn reloads from it).
+        Returns the seconds to wait before the next turn: 0 to go on."""
+        try:
+            if self._standby:
+                if not self._lease.acquire():
+                    self._enter_standby()
+                    return min(1.0, self.settings.lease_ttl_s / 3)
+                self._standby, self._stale = False, True
+            if self._stale:
+                self._restore()
+                self._stale = False
+            if self._in_flight is None:  # else the commit in flight renews it
+                self._lease.renew_if_due()
+            self._cycle()
+            self._maybe_snapshot()
+            self._serve_captures()
+            self._poll_lag()
+            self._last_ok_at = time.time()
+            self._backoff = BACKOFF_FIRST_S
+            return 0.0
+        except LeaseLost as e:  # another engine took over: it has the truth now
+            log.warning("ingest: %s; standing by", e)
+            self._drop_pipeline()
+            self._enter_standby()
+            return 0.0
+        except Exception as e:  # the loop must outlive anything; Redis has the truth
+            self._drop_pipeline()
+            refused = write_refusal(e)  # up, but not writing: it has all we wrote
+            self._connected = bool(refused) or not isinstance(e, redis.RedisError)
+            self._refusing = f"Redis refuses writes: {refused}" if refused else None
+            self._last_error = f"{type(e).__name__}: {e}"
+            self._counters.errors += 1
+            self._counters.write_refusals += bool(refused)
+            wait, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_CAP_S)
+            log.warning("ingest: %s; reloading from Redis in %.2fs", self._last_error,
+                        wait, exc_info=not isinstance(e, redis.ConnectionError))
+            self._stale = True
+            return wait
+
+    def finish(self) -> None:
+        """At a clean stop: the last commit confirmed, a last snapshot, the lease released
+        (a standby engine may take over at once)."""
+        if not self._standby and not self._stale:
             try:
-                if self._standby:
-                    if not self._lease.acquire():
-                        self._enter_standby()
-                        self._stop.wait(min(1.0, self.settings.lease_ttl_s / 3))
-                        continue
-                    self._standby, stale = False, True
-                if stale:
-                    self._restore()
-                    stale = False
-                if self._in_flight is None:  # else the commit in flight renews it
-                    self._lease.renew_if_due()
-                self._cycle()
-                self._maybe_snapshot()
-                self._serve_captures()
-                self._poll_lag()
-                self._last_ok_at = time.time()
-                backoff = BACKOFF_FIRST_S
-            except LeaseLost as e:  # another engine took over: it has the truth now
-                log.warning("ingest: %s; standing by", e)
-                self._drop_pipeline()
-                self._enter_standby()
-            except Exception as e:  # the loop must outlive anything; Redis has the truth
-                self._drop_pipeline()
-                refused = write_refusal(e)  # up, but not writing: it has all we wrote
-                self._connected = bool(refused) or not isinstance(e, redis.RedisError)
-                self._refusing = f"Redis refuses writes: {refused}" if refused else None
-                self._last_error = f"{type(e).__name__}: {e}"
-                self._counters.errors += 1
-                self._counters.write_refusals += bool(refused)
-                log.warning("ingest: %s; reloading from Redis in %.2fs", self._last_error,
-                            backoff, exc_info=not isinstance(e, redis.ConnectionError))
-                stale = True
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-        if not self._standby and not stale:
-            try:
-                self._settle()  # the last commit sent is confirmed and published
+                self._settle()
                 self._final_snapshot()
-                self._lease.release()  # a standby engine may take over at once
+                self._lease.release()
             except Exception as e:
                 log.warning("ingest: last commit or snapshot not confirmed at stop: %s", e)
         self._drop_pipeline()

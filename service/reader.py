@@ -29,6 +29,7 @@ class TickReader:
         self.replay_to: StreamId | None = None  # replaying: read up to this entry only
         self.caught_up = False  # the last live read found the stream drained
         self.ahead = False  # a read is on its way (its reply owed)
+        self.blocking = True  # caught up, a read waits up to block_ms in Redis
 
     def start(self, after: StreamId | None, replay_to: StreamId | None) -> None:
         self.after, self.replay_to = after or "0-0", replay_to
@@ -45,7 +46,9 @@ class TickReader:
         return (reply or []) if self.replay_to is not None else entries_of(reply)
 
     def read(self) -> list[RawEntry]:
-        """The next batch (waiting up to block_ms for one when caught up)."""
+        """The next batch (waiting up to block_ms for one when caught up and blocking)."""
+        if not self.blocking:
+            return self._took(self._entries(self.link.call(self._command(block=False))))
         if self.replay_to is not None or self.batch_count == 1:
             return self._took(self._entries(self.link.call(self._command(block=True))))
         # Redis answers a blocked XREAD at the first XADD that reaches the stream, also when

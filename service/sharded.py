@@ -1,14 +1,16 @@
 """Several shards, several engines: this process runs the shards of its fair share.
 
 With SHARDS = S > 1 each shard is what one unsharded deployment is (its own stream,
-state, cursor, outputs and lease; service/shards.py names them) and is run by one
-`Engine` (service/ingest.py) with its own loop thread, exactly as before. This module
-decides which shards run here: every engine beats into a set of live engines
-(service/membership.py) and holds up to its fair share, ceil(S / live engines), of the
-shard leases.
+state, cursor, outputs and lease; service/shards.py names them) and has its own `Engine`
+(service/ingest.py). One thread runs every shard held here, a turn of each engine in
+order (`Engine.iterate`, reads that never wait in Redis), sleeping a little only when no
+shard had anything to do: measured against a thread per shard, one loop spends less CPU
+per tick (threads fight over the GIL; BENCHMARKS.md). This module also decides which
+shards run here: every engine beats into a set of live engines (service/membership.py)
+and holds up to its fair share, ceil(S / live engines), of the shard leases.
 
 - An engine joins: the others now hold more than their share and hand shards over
-  gracefully: stop the shard's loop, write a last snapshot, release its lease. The
+  gracefully: the shard's last commit, a last snapshot, its lease released. The
   newcomer takes the free leases and restores (nothing to replay).
 - An engine dies: its leases run out after LEASE_TTL_S (at once when the dead process
   was on this host), and its beat drops out of the set; the others take the shards up
@@ -47,6 +49,8 @@ from service.types import Row
 log = logging.getLogger(__name__)
 
 BALANCE_EVERY_S = 0.5  # beat and rebalance this often (at most a third of the lease TTL)
+IDLE_POLL_S = (0.001, 0.01)  # no shard had anything to do: look again after this long,
+# doubling from the first to the second while the shards stay idle
 RESET_POLL_S = 0.02
 
 
@@ -100,7 +104,7 @@ class ShardedEngine:
 
     def start(self) -> None:
         """Refuse another shard count than the state's; take this engine's share of the
-        shards before serving; keep it balanced from a thread."""
+        shards before serving; then one thread runs them all and keeps the share."""
         unsharded = Layout.from_settings(self.settings)
         check_shard_count(self._client, self.settings.name, self.count,
                           [unsharded.snapshot, unsharded.output_cursor])
@@ -114,47 +118,69 @@ class ShardedEngine:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        engines, self._engines = self._engines, MappingProxyType({})
-        stoppers = [threading.Thread(target=e.stop, args=(timeout,)) for e in engines.values()]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join()
         try:
             self._members.leave()
         finally:
             self._client.close()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
-            try:
-                self._balance()
-            except Exception as e:  # Redis away: the shards' loops cope on their own
-                log.warning("shards: rebalancing failed: %s: %s", type(e).__name__, e)
+        """The one loop: a turn of each shard's engine in order, a beat and rebalance
+        every BALANCE_EVERY_S, a short sleep when no shard had anything to do."""
+        balanced_at = time.monotonic()
+        retry_at: dict[int, float] = {}  # a shard's engine backing off until then
+        idle_s = IDLE_POLL_S[0]
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - balanced_at >= self._every_s:
+                balanced_at = now
+                try:
+                    self._balance()
+                except Exception as e:  # Redis away: the shards' engines cope on their own
+                    log.warning("shards: rebalancing failed: %s: %s", type(e).__name__, e)
+            idle = True
+            for s, engine in self._engines.items():
+                if retry_at.get(s, 0.0) > now:
+                    continue
+                wait = engine.iterate()
+                retry_at[s] = now + wait
+                idle = idle and engine.idle
+            if idle:
+                self._stop.wait(idle_s)
+                idle_s = min(2 * idle_s, IDLE_POLL_S[1])
+            else:
+                idle_s = IDLE_POLL_S[0]
+        for s in list(self._engines):
+            self._drop(s)
 
     def _balance(self) -> None:
-        """Beat; hold exactly the fair share of shards where free ones allow."""
+        """Beat; hold exactly the fair share of shards where free ones allow. Runs on
+        the loop's thread (or before it starts): it alone changes the engines."""
         live = self.join()
-        engines = dict(self._engines)
-        for s, e in list(engines.items()):
+        for s, e in list(self._engines.items()):
             if e.status()["standby"]:  # its lease went to another engine
                 log.warning("shards: shard %d lost its lease; dropping it here", s)
-                e.stop()
-                del engines[s]
+                self._drop(s)
         share = math.ceil(self.count / max(1, len(live)))
-        for s in sorted(engines, reverse=True)[: max(0, len(engines) - share)]:
+        for s in sorted(self._engines, reverse=True)[: max(0, len(self._engines) - share)]:
             t0 = time.monotonic()
-            engines.pop(s).stop()
+            self._drop(s)
             log.info("shards: handed shard %d over (%d engines live, share %d) in %.2fs",
                      s, len(live), share, time.monotonic() - t0)
         for s in self._preferred(live, share):
-            if len(engines) >= share or self._stop.is_set():
+            if len(self._engines) >= share or self._stop.is_set():
                 break
-            engine = None if s in engines else self._take(s)
+            engine = None if s in self._engines else self._take(s)
             if engine is not None:
-                engines[s] = engine
-                self._engines = MappingProxyType(dict(engines))  # serving as it is taken
-        self._engines = MappingProxyType(engines)
+                self._engines = MappingProxyType({**self._engines, s: engine})
+
+    def _drop(self, shard: int) -> None:
+        """Stop running `shard` here: last commit and snapshot, lease released (a lost
+        lease: nothing to write)."""
+        engine = self._engines[shard]
+        self._engines = MappingProxyType({s: e for s, e in self._engines.items()
+                                          if s != shard})
+        engine.finish()
+        engine.close()
 
     def _preferred(self, live: list[str], share: int) -> list[int]:
         """All shards, starting where this engine's slice would begin: engines that
@@ -172,8 +198,8 @@ class ShardedEngine:
             self.redis_url, self._client, self.layouts[shard].owner)
         t0 = time.monotonic()
         engine = Engine(self._settings[shard], self.artifact, url)
-        if not engine.start(standby=False):  # another engine was quicker
-            engine.stop()
+        if not engine.open(standby=False, blocking=False):  # another engine was quicker
+            engine.close()
             return None
         log.info("shards: took shard %d (restored, %s) in %.2fs", shard,
                  engine.status()["replaying"]["says"] if engine.status()["replaying"]
