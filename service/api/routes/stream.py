@@ -37,16 +37,18 @@ class EventCache:
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self._events: OrderedDict[str, tuple[list[dict], str]] = OrderedDict()
+        self._events: OrderedDict[tuple[str, str], tuple[list[dict], str]] = OrderedDict()
 
-    def get(self, entry_id: str, fields: dict[bytes, bytes]) -> tuple[list[dict], str]:
-        """(its predictions, its whole event text)."""
-        found = self._events.get(entry_id)
+    def get(self, stream: str, entry_id: str,
+            fields: dict[bytes, bytes]) -> tuple[list[dict], str]:
+        """(its predictions, its whole event text); by stream and ID, as two shards'
+        streams may hand out the same ID."""
+        found = self._events.get((stream, entry_id))
         if found is None:
             preds = [p._asdict() for p in stream_predictions([(entry_id.encode(), fields)])]
             for p in preds:
                 del p["model_version"]
-            found = self._events[entry_id] = (preds, _text(entry_id, fields, preds))
+            found = self._events[stream, entry_id] = (preds, _text(entry_id, fields, preds))
             if len(self._events) > self.size:
                 self._events.popitem(last=False)
         return found
@@ -58,10 +60,10 @@ def _text(entry_id: str, fields: dict[bytes, bytes], preds: list[dict]) -> str:
     return f"id: {entry_id}\nevent: batch\ndata: {json.dumps(data)}\n\n"
 
 
-def event(cache: EventCache, entry_id: str, fields: dict[bytes, bytes],
+def event(cache: EventCache, stream: str, entry_id: str, fields: dict[bytes, bytes],
           wanted: set[str] | None) -> str | None:
     """One SSE event for one predictions-stream entry; None if the filter leaves nothing."""
-    preds, text = cache.get(entry_id, fields)
+    preds, text = cache.get(stream, entry_id, fields)
     if wanted is None:
         return text
     mine = [p for p in preds if p["ticker"] in wanted]
@@ -103,8 +105,9 @@ async def stream(
             texts = []
             for key, entries in reply or ():
                 for raw_id, fields in entries:
-                    after[key.decode()] = entry_id = raw_id.decode()
-                    texts.append(event(cache, entry_id, fields, wanted))
+                    stream = key.decode()
+                    after[stream] = entry_id = raw_id.decode()
+                    texts.append(event(cache, stream, entry_id, fields, wanted))
             # one write for all the events read; a comment keeps proxies from closing a
             # quiet stream
             yield "".join(filter(None, texts)) if reply else ": waiting\n\n"
