@@ -168,8 +168,18 @@ def caught_up(client: topology.AnyRedis, url: str, shards: int, name: str,
                for p in parts)
 
 
-def drain(url: str, flush: Any, shards: int, engines: int, args: argparse.Namespace,
-          model_dir: Path, mode: str = "loop") -> dict[str, Any]:
+def redis_cpu_s(ports: list[int]) -> float:
+    """CPU seconds the redis-servers have used (INFO cpu, user + sys), summed."""
+    total = 0.0
+    for port in ports:
+        with redis.Redis(port=port) as c:
+            info = c.info("cpu")
+            total += info["used_cpu_user"] + info["used_cpu_sys"]
+    return total
+
+
+def drain(url: str, ports: list[int], flush: Any, shards: int, engines: int,
+          args: argparse.Namespace, model_dir: Path, mode: str = "loop") -> dict[str, Any]:
     """One drain of `args.ticks` pre-filled ticks by `engines` worker processes."""
     flush()
     cluster = topology.is_cluster(url)
@@ -185,9 +195,11 @@ def drain(url: str, flush: Any, shards: int, engines: int, args: argparse.Namesp
              for _ in range(engines)]
     try:
         wait_for(lambda: client.hlen(workers) == engines, "workers ready", TIMEOUT_S, 0.1)
+        cpu0 = redis_cpu_s(ports)
         client.set(go, 1)
         wait_for(lambda: caught_up(client, url, shards, name, last), "drained", TIMEOUT_S, 0.02)
         ended_at = time.monotonic()  # CLOCK_MONOTONIC: the workers' clock too
+        redis_s = redis_cpu_s(ports) - cpu0
         client.set(done, 1)
         wait_for(lambda: client.hlen(results) == engines, "results", TIMEOUT_S, 0.1)
         each = [json.loads(v) for v in client.hgetall(results).values()]
@@ -207,6 +219,7 @@ def drain(url: str, flush: Any, shards: int, engines: int, args: argparse.Namesp
         del e["samples"]
     window = ended_at - begin
     return {"seconds": window, "rate": sum(e["applied"] for e in each) / window,
+            "redis_us_per_tick": redis_s / args.ticks * 1e6,
             "engines": each}
 
 
@@ -303,10 +316,12 @@ def main() -> None:
         for r in range(args.rounds):
             order = [1, 2] if r % 2 == 0 else [2, 1]
             for engines in order:
-                run = drain(cluster.url, cluster.flush, SHARDS, engines, args, model_dir)
+                run = drain(cluster.url, [n.port for n in cluster.nodes], cluster.flush,
+                            SHARDS, engines, args, model_dir)
                 runs.setdefault(f"cluster{engines}", []).append(run)
                 print(f"  round {r + 1}: {engines} engine(s), S={SHARDS} on the cluster: "
-                      f"{run['rate']:,.0f} ticks/s; " + ", ".join(
+                      f"{run['rate']:,.0f} ticks/s, Redis {run['redis_us_per_tick']:.2f} us "
+                      "CPU/tick; " + ", ".join(
                           f"{e['shards']} shards {e['cpu_s'] / e['applied'] * 1e6:.2f} us CPU/tick"
                           for e in run["engines"]), flush=True)
         handovers = [] if args.skip_handover else [
@@ -320,7 +335,8 @@ def main() -> None:
         designs = [(1, "loop"), (SHARDS, "loop"), (SHARDS, "threads")]
         for r in range(args.rounds):
             for shards, mode in (designs if r % 2 == 0 else designs[::-1]):
-                run = drain(single.url, flush_single, shards, 1, args, model_dir, mode)
+                run = drain(single.url, [single.port], flush_single, shards, 1, args,
+                            model_dir, mode)
                 runs.setdefault(f"single{shards}{mode}", []).append(run)
                 e = run["engines"][0]
                 print(f"  round {r + 1}: 1 engine, S={shards} ({mode}) on one redis-server: "
@@ -343,17 +359,21 @@ def report(runs: dict[str, list[dict[str, Any]]], handovers: list[dict[str, floa
                                                     strict=True)]
     sharding = [b["rate"] / a["rate"] for a, b in zip(runs["single1loop"],
                                                        runs["single8loop"], strict=True)]
-    print("\n| drain, medians | ticks/s | CPU per tick per engine |")
-    print("|---|---:|---:|")
+
+    def redis_us(key: str) -> float:
+        return _median([r["redis_us_per_tick"] for r in runs[key]])
+
+    print("\n| drain, medians | ticks/s | engine CPU per tick | Redis CPU per tick |")
+    print("|---|---:|---:|---:|")
     print(f"| 1 engine, S=8, 3-master cluster | {rate('cluster1'):,.0f} | "
-          f"{cpu('cluster1'):.2f} us |")
+          f"{cpu('cluster1'):.2f} us | {redis_us('cluster1'):.2f} us |")
     print(f"| 2 engines, S=8, 3-master cluster | {rate('cluster2'):,.0f} | "
-          f"{cpu('cluster2'):.2f} us |")
+          f"{cpu('cluster2'):.2f} us | {redis_us('cluster2'):.2f} us |")
     for key, what in (("single1loop", "1 engine, S=1, one redis-server"),
                       ("single8loop", "1 engine, S=8, one redis-server, one loop"),
                       ("single8threads", "1 engine, S=8, one redis-server, a thread per shard "
                                          "(prototype)")):
-        print(f"| {what} | {rate(key):,.0f} | {cpu(key):.2f} us |")
+        print(f"| {what} | {rate(key):,.0f} | {cpu(key):.2f} us | {redis_us(key):.2f} us |")
     print(f"\n2 engines : 1 engine, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
           f"(median {_median(ratios):.2f}x)")
     print(f"one loop over the shards : a thread per shard, per round: "
