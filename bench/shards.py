@@ -305,6 +305,7 @@ def main() -> None:
     p.add_argument("--tickers", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-handover", action="store_true")
+    p.add_argument("--handover-only", action="store_true")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-shards-"))
     model_dir = untrained_artifact(work / "model")
@@ -312,8 +313,9 @@ def main() -> None:
     print(f"{args.ticks:,} ticks over {args.tickers:,} tickers, H=64, learning off, "
           f"{args.rounds} rounds")
     runs: dict[str, list[dict[str, Any]]] = {}
+    drains = 0 if args.handover_only else args.rounds
     with RedisClusterProcesses(work / "cluster") as cluster:
-        for r in range(args.rounds):
+        for r in range(drains):
             order = [1, 2] if r % 2 == 0 else [2, 1]
             for engines in order:
                 run = drain(cluster.url, [n.port for n in cluster.nodes], cluster.flush,
@@ -333,7 +335,7 @@ def main() -> None:
                 c.flushall()
 
         designs = [(1, "loop"), (SHARDS, "loop"), (SHARDS, "threads")]
-        for r in range(args.rounds):
+        for r in range(drains):
             for shards, mode in (designs if r % 2 == 0 else designs[::-1]):
                 run = drain(single.url, [single.port], flush_single, shards, 1, args,
                             model_dir, mode)
@@ -346,6 +348,18 @@ def main() -> None:
 
 
 def report(runs: dict[str, list[dict[str, Any]]], handovers: list[dict[str, float]]) -> None:
+    if runs:
+        report_drains(runs)
+    for key, what in (("death", "SIGKILL -> its shards live on the survivor"),
+                      ("join", "a join -> its share moved to it"),
+                      ("lost", "SIGSTOP (lost machine) -> its shards live elsewhere")):
+        values = [h[key] for h in handovers]
+        if values:
+            print(f"handover, {what}: {', '.join(f'{v:.2f}' for v in values)} s "
+                  f"(median {_median(values):.2f} s)")
+
+
+def report_drains(runs: dict[str, list[dict[str, Any]]]) -> None:
     def rate(key: str) -> float:
         return _median([r["rate"] for r in runs[key]])
 
@@ -380,13 +394,6 @@ def report(runs: dict[str, list[dict[str, Any]]], handovers: list[dict[str, floa
           f"{', '.join(f'{x:.2f}x' for x in loops)} (median {_median(loops):.2f}x)")
     print(f"S=8 : S=1 (one engine, one Redis), per round: "
           f"{', '.join(f'{x:.2f}x' for x in sharding)} (median {_median(sharding):.2f}x)")
-    if handovers:
-        for key, what in (("death", "SIGKILL -> its shards live on the survivor"),
-                          ("join", "a join -> its share moved to it"),
-                          ("lost", "SIGSTOP (lost machine) -> its shards live elsewhere")):
-            values = [h[key] for h in handovers]
-            print(f"handover, {what}: {', '.join(f'{v:.2f}' for v in values)} s "
-                  f"(median {_median(values):.2f} s)")
 
 
 if __name__ == "__main__":

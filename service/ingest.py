@@ -59,6 +59,7 @@ LAG_POLL_S = 1.0  # XINFO STREAM at most this often
 REPLAY_LOG_S = 2.0  # a "replaying n of m entries" line at most this often
 SCORES_EVERY_S = 0.25  # the live scores readers see are copied at most this often
 RESET_TIMEOUT_S = 5.0
+CURRENT_WINDOW_S = 1.0  # caught up this recently still counts as keeping up (/readyz)
 
 
 @dataclass
@@ -169,6 +170,7 @@ class Engine:
         self._last_error: str | None = None
         self._refusing: str | None = None  # why Redis refuses the loop's writes, if it does
         self._last_ok_at: float | None = None  # time.time() of the last good iteration
+        self._current_at = float("-inf")  # time.monotonic() when last caught up, all committed
         self._counters = Counters()
         self._applied_to = NO_CURSOR  # committed (or replayed) up to this entry
         self._progress = threading.Condition()  # notified when _applied_to moves
@@ -286,6 +288,14 @@ class Engine:
         return (self._connected and self._refusing is None and self._replay is None
                 and self._reader.caught_up and self._in_flight is None)
 
+    @property
+    def current(self) -> bool:
+        """Keeping up: `ready` now or within the last CURRENT_WINDOW_S. Under a steady
+        feed `ready` blinks (a commit is in flight most of the time); /readyz asks this."""
+        return (self._connected and self._refusing is None and self._replay is None
+                and not self._standby
+                and time.monotonic() - self._current_at < CURRENT_WINDOW_S)
+
     def counters(self) -> Counters:
         """A copy, consistent enough for metrics (each field is one atomic read)."""
         c = self._counters
@@ -304,7 +314,8 @@ class Engine:
         c = self.counters()
         replay = self._replay
         return {
-            "connected": self._connected, "ready": self.ready, "standby": self._standby,
+            "connected": self._connected, "ready": self.ready, "current": self.current,
+            "standby": self._standby,
             "refusing_writes": self._refusing,
             "last_ok_at": self._last_ok_at,
             "last_error": self._last_error, "lag": c.lag,
@@ -525,6 +536,7 @@ class Engine:
                 self._replay = None
             # everything read is published and the stream had nothing more: current
             self._snapshot = replace(self._snapshot, fresh_at=time.time())
+            self._current_at = time.monotonic()
             self._publish_scores(force=True)
         else:
             self._publish_scores()

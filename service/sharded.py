@@ -37,6 +37,7 @@ from models.ticks import InvalidTick, normalize_ticker
 from service import topology
 from service.config import Settings
 from service.entries import CONTROL
+from service.histogram import Histogram
 from service.ingest import Counters, Engine, describe_model
 from service.layout import Layout
 from service.lease import Lease
@@ -301,25 +302,30 @@ class ShardedEngine:
     def ready(self) -> bool:
         return all(e.ready for e in self._engines.values())
 
+    @property
+    def current(self) -> bool:
+        return all(e.current for e in self._engines.values())
+
     def counters(self) -> Counters:
-        """The shards' counters summed."""
+        """The shards' counters summed (lag: unknown if any shard's is)."""
         out = Counters()
+        lags: list[int | None] = []
         for e in self._engines.values():
             c = e.counters()
             for f in fields(Counters):
                 mine, theirs = getattr(out, f.name), getattr(c, f.name)
                 if f.name == "lag":
-                    out.lag = None if theirs is None or (mine is None and out.batches) \
-                        else (mine or 0) + theirs
+                    lags.append(theirs)
                 elif isinstance(theirs, dict):
                     for k, v in theirs.items():
                         mine[k] = mine.get(k, 0) + v
-                elif f.name in ("batch_seconds", "tick_to_commit"):
+                elif isinstance(theirs, Histogram):
                     mine.add(theirs)
                 elif f.name == "last_batch_seconds":
                     out.last_batch_seconds = max(mine, theirs)
                 else:
                     setattr(out, f.name, mine + theirs)
+        out.lag = None if None in lags else sum(lags)  # type: ignore[arg-type]
         return out
 
     def snapshot_status(self) -> dict[str, Any]:
@@ -343,7 +349,7 @@ class ShardedEngine:
         oks = [st["last_ok_at"] for st in states.values()]
         return {
             "connected": all(st["connected"] for st in states.values()),
-            "ready": self.ready, "standby": False,
+            "ready": self.ready, "current": self.current, "standby": False,
             "refusing_writes": refusing[0] if refusing else None,
             "last_ok_at": None if None in oks or not oks else min(oks),
             "last_error": "; ".join(errors) or None, "lag": c.lag,

@@ -45,7 +45,7 @@ async def readyz(engine: EngineDep, redis: RedisDep, snapshot: SnapshotDep) -> J
         reasons.append(state["last_error"])
     elif state["replaying"] is not None:
         reasons.append(state["replaying"]["says"])
-    elif not state["ready"]:
+    elif not state["current"]:
         lag = "an unknown number of" if state["lag"] is None else state["lag"]
         reasons.append(f"ingest loop catching up: {lag} entries not yet read")
     body: dict[str, Any] = {**state, "ready": not reasons, "reasons": reasons,
