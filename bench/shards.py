@@ -186,7 +186,9 @@ def drain(url: str, ports: list[int], flush: Any, shards: int, engines: int,
     client = topology.client(url, cluster)
     name = f"drain{shards}x{engines}{mode}"
     routing = Routing("ticks", shards)
+    fill0 = redis_cpu_s(ports)
     prefill(url, routing, args.ticks, args.tickers)
+    xadd_s = redis_cpu_s(ports) - fill0
     last = {s: client.xrevrange(s, count=1)[0][0] for s in routing.streams()}
     workers, go, done, results = _keys(name)
     procs = [subprocess.Popen([sys.executable, "-m", "bench.shards", "worker", url, str(shards),
@@ -220,6 +222,7 @@ def drain(url: str, ports: list[int], flush: Any, shards: int, engines: int,
     window = ended_at - begin
     return {"seconds": window, "rate": sum(e["applied"] for e in each) / window,
             "redis_us_per_tick": redis_s / args.ticks * 1e6,
+            "xadd_us_per_tick": xadd_s / args.ticks * 1e6,
             "engines": each}
 
 
@@ -388,7 +391,9 @@ def report_drains(runs: dict[str, list[dict[str, Any]]]) -> None:
                       ("single8threads", "1 engine, S=8, one redis-server, a thread per shard "
                                          "(prototype)")):
         print(f"| {what} | {rate(key):,.0f} | {cpu(key):.2f} us | {redis_us(key):.2f} us |")
-    print(f"\n2 engines : 1 engine, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
+    xadd = _median([r["xadd_us_per_tick"] for rs in runs.values() for r in rs])
+    print(f"\nRedis CPU of the producer's pipelined XADDs (the prefill): {xadd:.2f} us per tick")
+    print(f"2 engines : 1 engine, per round: {', '.join(f'{x:.2f}x' for x in ratios)} "
           f"(median {_median(ratios):.2f}x)")
     print(f"one loop over the shards : a thread per shard, per round: "
           f"{', '.join(f'{x:.2f}x' for x in loops)} (median {_median(loops):.2f}x)")
