@@ -96,7 +96,7 @@ def replay(artifact: Artifact, settings: Settings, batches: Iterator[list[RawEnt
     """Run the engine's apply loop over `batches`; returns the end state and a summary."""
     state = RowState.empty(artifact, settings,
                            OnlineLearner(artifact.model, settings.learn_config, 1))
-    names = TickerCache()
+    names = TickerCache(shard=settings.shard)  # one shard's stream: as its engine admits
     writer = PredictionWriter(out)
     entries = applied = 0
     dead: dict[str, int] = {}

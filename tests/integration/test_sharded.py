@@ -3,6 +3,8 @@ share, hand them over on a clean stop, and answer for every ticker over HTTP."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -33,6 +35,7 @@ from service.snapshot import Snapshot
 
 pytestmark = pytest.mark.integration
 SHARDS = 4
+TICKSTREAM = str(Path(sys.executable).with_name("tickstream"))
 
 
 def sharded_settings(redis_url: str, **overrides: object) -> Settings:
@@ -147,3 +150,43 @@ def test_any_engine_answers_for_any_ticker_over_http(
         stop.set()
         feeder.join()
         assert answers.count(200) >= 30, answers
+
+
+def test_learning_on_each_shard_equals_the_offline_replay_of_its_own_stream(
+        engines, redis_url: str, redis_client: redis.Redis, artifact: Artifact,  # noqa: F811
+        artifact_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Each shard learns its own weights from its own stream: `tickstream replay
+    --from-redis --shard s` over that stream ends with the very learner state (bit for bit)
+    and rows (float32 last bits), a wrong-shard entry dead-lettered by both."""
+    learn = {"learn": True, "learn_window": 4, "learn_batch": 4, "learn_rate": 0.01,
+             "initial_rows": 4}
+    engine = ShardedEngine(sharded_settings(redis_url, **learn), artifact, redis_url)
+    engine.start()
+    engines.append(engine)
+    ticks = interleaved(8, 1600, seed=5)
+    feed(redis_client, ticks)
+    wrong = next(t for t in ("A", "B", "C", "D", "E") if shard_of(t, SHARDS) != 1)
+    redis_client.xadd(shard_stream("ticks", 1), {"ticker": wrong, "price": "5"})
+    wait_for(lambda: steps(engine) == len(ticks) and engine.ready
+             and engine.counters().dead_lettered == {"wrong_shard": 1}, "every tick applied")
+    assert engine.model_info()["updates"] >= 20
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in learn.items() if k != "learn"]
+    for s in range(SHARDS):
+        mine = [t for t in engine.tickers() if shard_of(t, SHARDS) == s]
+        if not mine:
+            continue
+        live = engine.engine_of(mine[0]).capture()
+        out, state = tmp_path / f"{s}.csv", tmp_path / f"{s}.npz"
+        subprocess.run([TICKSTREAM, "replay", "--from-redis", "--redis-url", redis_url,
+                        "--shards", str(SHARDS), "--shard", str(s), "--model-dir",
+                        str(artifact_dir), "--learn", *flags, "--batch-count", "700",
+                        "--out", str(out), "--state-out", str(state)],
+                       check=True, capture_output=True, timeout=300)
+        with np.load(state, allow_pickle=False) as arrays:
+            replayed = dict(arrays)
+        learned = [k for k in live.arrays if k.startswith("learn.")]
+        assert learned and int(live.arrays["learn.counts"][0]) > 0, s
+        for k in learned:
+            np.testing.assert_array_equal(live.arrays[k], replayed[k], err_msg=f"{s}: {k}")
+        np.testing.assert_allclose(live.rows, replayed["rows"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(live.steps, replayed["steps"])
