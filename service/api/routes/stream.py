@@ -3,8 +3,9 @@
 One event per committed batch (per predictions-stream entry), its `id` that entry's ID: a
 client that reconnects with `Last-Event-ID` resumes right after it and misses nothing the
 stream still retains (PREDICTIONS_MAXLEN). Reads Redis, never the model. With SHARDS > 1
-it follows every shard's predictions stream; a resume starts each of them after that ID
-(IDs are times: entries of other shards within the same millisecond may be skipped).
+it follows every shard's predictions stream: an event's `id` is every shard's position
+(`0:<entry ID>,1:<entry ID>,...`), so a resume with it is exact too, and its data says
+which `shard` the batch is of.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ router = APIRouter(tags=["predictions"], responses=READ_PROBLEMS)
 
 BLOCK_MS = 1000  # each wait for new entries; a disconnect is noticed within this
 PUSH_EVERY_S = 0.1  # a busy stream is pushed in bundles this far apart (events unchanged)
-ID_PATTERN = r"^([0-9]{1,20}-[0-9]{1,20})?$"  # empty: not resuming
+ENTRY_ID = "[0-9]{1,20}-[0-9]{1,20}"
+SHARD_AT = f"[0-9]{{1,4}}:{ENTRY_ID}"  # with shards: shard:entry, one per shard
+ID_PATTERN = f"^({ENTRY_ID}|{SHARD_AT}(,{SHARD_AT})*)?$"  # empty: not resuming
 
 
 class EventCache:
@@ -39,8 +42,8 @@ class EventCache:
         self.size = size
         self._events: OrderedDict[tuple[str, str], tuple[list[dict], str]] = OrderedDict()
 
-    def get(self, stream: str, entry_id: str,
-            fields: dict[bytes, bytes]) -> tuple[list[dict], str]:
+    def get(self, stream: str, entry_id: str, fields: dict[bytes, bytes],
+            shard: int | None = None) -> tuple[list[dict], str]:
         """(its predictions, its whole event text); by stream and ID, as two shards'
         streams may hand out the same ID."""
         found = self._events.get((stream, entry_id))
@@ -48,26 +51,47 @@ class EventCache:
             preds = [p._asdict() for p in stream_predictions([(entry_id.encode(), fields)])]
             for p in preds:
                 del p["model_version"]
-            found = self._events[stream, entry_id] = (preds, _text(entry_id, fields, preds))
+            found = self._events[stream, entry_id] = (preds,
+                                                      _text(entry_id, fields, preds, shard))
             if len(self._events) > self.size:
                 self._events.popitem(last=False)
         return found
 
 
-def _text(entry_id: str, fields: dict[bytes, bytes], preds: list[dict]) -> str:
+def _text(entry_id: str, fields: dict[bytes, bytes], preds: list[dict],
+          shard: int | None) -> str:
     data = {"id": entry_id, "stream_id": fields[b"stream_id"].decode(),
             "model_version": fields[b"model_version"].decode(), "predictions": preds}
+    if shard is not None:
+        data["shard"] = shard
     return f"id: {entry_id}\nevent: batch\ndata: {json.dumps(data)}\n\n"
 
 
 def event(cache: EventCache, stream: str, entry_id: str, fields: dict[bytes, bytes],
-          wanted: set[str] | None) -> str | None:
-    """One SSE event for one predictions-stream entry; None if the filter leaves nothing."""
-    preds, text = cache.get(stream, entry_id, fields)
-    if wanted is None:
-        return text
-    mine = [p for p in preds if p["ticker"] in wanted]
-    return _text(entry_id, fields, mine) if mine else None
+          wanted: set[str] | None, shard: int | None = None,
+          event_id: str | None = None) -> str | None:
+    """One SSE event for one predictions-stream entry; None if the filter leaves nothing.
+    `event_id`: the event's `id` when it is not the entry's (with shards)."""
+    preds, text = cache.get(stream, entry_id, fields, shard)
+    if wanted is not None:
+        mine = [p for p in preds if p["ticker"] in wanted]
+        if not mine:
+            return None
+        text = _text(entry_id, fields, mine, shard)
+    if event_id is not None:
+        text = f"id: {event_id}" + text[text.index("\n"):]
+    return text
+
+
+def _resume(last_event_id: str, keys: list[str]) -> dict[str, str] | None:
+    """Where each shard stream resumes: every shard's own position from a sharded event
+    ID; from a plain entry ID, every stream after it (by time). None: not resuming."""
+    if not last_event_id:
+        return None
+    if ":" not in last_event_id:
+        return dict.fromkeys(keys, last_event_id)
+    at = dict(pair.split(":") for pair in last_event_id.split(","))
+    return {k: at.get(str(s), "0-0") for s, k in enumerate(keys)}
 
 
 async def _last_id(redis: Redis, key: str) -> str:
@@ -90,11 +114,13 @@ async def stream(
     """Server-Sent Events: each committed batch's predictions as they are made."""
     wanted = {parse_ticker(t.strip(" ")) for t in tickers.split(",")} if tickers else None
     keys = Routing(settings.predictions_stream, settings.shards).streams()
+    shard_of_key = {k: s for s, k in enumerate(keys)} if len(keys) > 1 else {}
     cache = request.app.state.event_cache
 
     async def events() -> AsyncIterator[str]:
         yield ": tickstream predictions\n\n"
-        after = {k: last_event_id or await _last_id(redis, k) for k in keys}
+        resume = _resume(last_event_id, keys)
+        after = resume or {k: await _last_id(redis, k) for k in keys}
         while not await request.is_disconnected():
             if len(keys) == 1:  # one stream: wait in Redis for its next entries
                 reply = await redis.xread(after, count=1000, block=BLOCK_MS)
@@ -104,10 +130,16 @@ async def stream(
                 reply = [r for part in replies for r in (part or ())]
             texts = []
             for key, entries in reply or ():
+                stream = key.decode()
+                shard = shard_of_key.get(stream)
                 for raw_id, fields in entries:
-                    stream = key.decode()
                     after[stream] = entry_id = raw_id.decode()
-                    texts.append(event(cache, stream, entry_id, fields, wanted))
+                    # with shards, the event's id holds every shard's position: a client
+                    # resuming with it misses nothing and gets nothing twice
+                    event_id = None if shard is None else ",".join(
+                        f"{s}:{after[k]}" for k, s in shard_of_key.items())
+                    texts.append(event(cache, stream, entry_id, fields, wanted, shard,
+                                       event_id))
             # one write for all the events read; a comment keeps proxies from closing a
             # quiet stream
             yield "".join(filter(None, texts)) if reply else ": waiting\n\n"
