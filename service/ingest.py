@@ -80,6 +80,18 @@ class Counters:
     lag: int | None = None  # stream entries after the cursor
     gap_entries: int = 0  # entries trimmed before the engine read them (ACCEPT_GAP)
 
+    def add(self, other: Counters) -> None:
+        """Count `other`'s figures too (several shards' engines as one); `lag` is left to
+        the caller (unknown if any is)."""
+        for name in ("batches", "applied", "replayed", "step_seconds", "commit_seconds",
+                     "errors", "write_refusals", "gap_entries"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.dead_lettered.items():
+            self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + n
+        self.batch_seconds.add(other.batch_seconds)
+        self.tick_to_commit.add(other.tick_to_commit)
+        self.last_batch_seconds = max(self.last_batch_seconds, other.last_batch_seconds)
+
 
 @dataclass
 class Replay:
@@ -285,16 +297,19 @@ class Engine:
     def ready(self) -> bool:
         """Redis reachable, replay done, caught up (the last read drained the stream) and
         every output committed."""
-        return (self._connected and self._refusing is None and self._replay is None
-                and self._reader.caught_up and self._in_flight is None)
+        return self._serving and self._reader.caught_up and self._in_flight is None
 
     @property
     def current(self) -> bool:
         """Keeping up: `ready` now or within the last CURRENT_WINDOW_S. Under a steady
         feed `ready` blinks (a commit is in flight most of the time); /readyz asks this."""
-        return (self._connected and self._refusing is None and self._replay is None
-                and not self._standby
+        return (self._serving and not self._standby
                 and time.monotonic() - self._current_at < CURRENT_WINDOW_S)
+
+    @property
+    def _serving(self) -> bool:
+        """Redis reachable and taking writes, replay done: what `ready` and `current` share."""
+        return self._connected and self._refusing is None and self._replay is None
 
     def counters(self) -> Counters:
         """A copy, consistent enough for metrics (each field is one atomic read)."""
@@ -530,7 +545,7 @@ class Engine:
             self._in_hand = last_read = reader.take_ahead()
         if len(last_read) == self.settings.batch_count:
             reader.send_ahead()
-        if reader.caught_up and self._in_flight is None and not self._in_hand:
+        if self.idle:
             if self._replay is not None:
                 log.info("ingest: replayed %d entries; live", self._replay.done)
                 self._replay = None

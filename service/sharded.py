@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -37,7 +37,6 @@ from models.ticks import InvalidTick, normalize_ticker
 from service import topology
 from service.config import Settings
 from service.entries import CONTROL
-from service.histogram import Histogram
 from service.ingest import Counters, Engine, describe_model
 from service.layout import Layout
 from service.lease import Lease
@@ -202,9 +201,9 @@ class ShardedEngine:
         if not engine.open(standby=False, blocking=False):  # another engine was quicker
             engine.close()
             return None
+        replaying = engine.status()["replaying"]
         log.info("shards: took shard %d (restored, %s) in %.2fs", shard,
-                 engine.status()["replaying"]["says"] if engine.status()["replaying"]
-                 else "nothing to replay", time.monotonic() - t0)
+                 replaying["says"] if replaying else "nothing to replay", time.monotonic() - t0)
         return engine
 
     # ---- which engine has a ticker
@@ -309,22 +308,11 @@ class ShardedEngine:
     def counters(self) -> Counters:
         """The shards' counters summed (lag: unknown if any shard's is)."""
         out = Counters()
-        lags: list[int | None] = []
+        lags = []
         for e in self._engines.values():
             c = e.counters()
-            for f in fields(Counters):
-                mine, theirs = getattr(out, f.name), getattr(c, f.name)
-                if f.name == "lag":
-                    lags.append(theirs)
-                elif isinstance(theirs, dict):
-                    for k, v in theirs.items():
-                        mine[k] = mine.get(k, 0) + v
-                elif isinstance(theirs, Histogram):
-                    mine.add(theirs)
-                elif f.name == "last_batch_seconds":
-                    out.last_batch_seconds = max(mine, theirs)
-                else:
-                    setattr(out, f.name, mine + theirs)
+            out.add(c)
+            lags.append(c.lag)
         out.lag = None if None in lags else sum(lags)  # type: ignore[arg-type]
         return out
 
@@ -396,16 +384,19 @@ class ShardedEngine:
         return len(self._live)
 
     def shards(self) -> list[dict[str, Any]]:
-        """Each shard: who runs it, how far its outputs are, its lag and tickers."""
-        out = []
-        for s, lay in enumerate(self.layouts):
-            engine = self._engines.get(s)
-            with self._client.pipeline(transaction=False) as pipe:
+        """Each shard: who runs it, how far its outputs are, its lag and tickers (one
+        pipelined round trip for all of them)."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for lay, shard_settings in zip(self.layouts, self._settings, strict=True):
                 pipe.get(lay.owner)
                 pipe.get(lay.output_cursor)
                 pipe.hlen(lay.predictions)
-                pipe.xinfo_groups(self._settings[s].stream)
-                owner, cursor, known, groups = pipe.execute(raise_on_error=False)
+                pipe.xinfo_groups(shard_settings.stream)
+            replies = pipe.execute(raise_on_error=False)
+        out = []
+        for s in range(self.count):
+            owner, cursor, known, groups = replies[4 * s : 4 * s + 4]
+            engine = self._engines.get(s)
             lag: int | None = None
             if engine is not None:
                 lag = engine.counters().lag
