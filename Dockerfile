@@ -14,8 +14,11 @@ COPY pyproject.toml README.md ./
 COPY models models
 COPY service service
 COPY bench bench
-# The README's install command, minus the editable/test extras a developer adds.
-RUN pip install .
+# The README's install command, minus the editable/test extras a developer adds. A C
+# compiler builds service/_resp.c (the stream reader's scan), then goes.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 # Non-root; /data holds the embedded Redis (when no TICKSTREAM_REDIS_URL) and the model.
 RUN useradd --create-home --uid 10001 tickstream \

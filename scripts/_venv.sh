@@ -1,5 +1,5 @@
 # Sourced by run.sh and test.sh: make ./.venv hold the project and its extras.
-# Re-installs only when pyproject.toml changed since the last install.
+# Re-installs only when pyproject.toml or the C source it builds changed since the last install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}
@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.tickstream-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ service/_resp.c -nt "$stamp" ]; then
     echo ">> installing tickstream and its dependencies into .venv (first time: a few minutes)"
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".[test]"

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.rows import grouped
-from service.entries import Parsed, RawEntry, TickerCache, parse_entries
+from service.entries import Parsed, RawEntry, TickerCache, ids_of, parse_entries
 from service.types import Row
 
 if TYPE_CHECKING:
@@ -43,7 +42,8 @@ def admit(entries: Sequence[RawEntry], parsed: Parsed | None, state: RowState,
     b = Batch()
     if not entries:
         return b
-    b.last_id = entries[-1][0].decode()
+    ids = ids_of(entries)
+    b.last_id = ids[-1].decode()
     ticks = parsed or parse_entries(entries, names)
     b.dead = list(ticks.rejected)
     rows = state.registry.rows_of(ticks.ticker)
@@ -51,8 +51,7 @@ def admit(entries: Sequence[RawEntry], parsed: Parsed | None, state: RowState,
         keep, rows = _admit_in_order(state, ticks, b)
         ticks = _take(ticks, keep)
     b.ticks, b.rows = ticks, np.array(rows, np.intp)
-    b.ids = (list(map(itemgetter(0), entries)) if len(ticks.index) == len(entries)
-             else [entries[i][0] for i in ticks.index])
+    b.ids = ids if len(ticks.index) == len(entries) else [ids[i] for i in ticks.index]
     return b
 
 

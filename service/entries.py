@@ -1,10 +1,12 @@
 """Raw stream entries -> validated tick columns, a column at a time for the common case.
 
-The ingest loop reads entries as Redis sends them: an ID and a flat [field, value, ...]
-list (None for an entry deleted while pending). Almost every entry looks the same: the
-known fields, ASCII numbers, a ticker seen before. Those are checked column-wise; every
-entry the fast path cannot vouch for goes through `parse_tick`, so every rejection and
-its reason come from models/ticks.py itself.
+An entry is an ID and a flat [field, value, ...] list (None for an entry deleted while
+pending). Almost every entry looks the same: the known fields, ASCII numbers, a ticker
+seen before. Those are checked column-wise; every entry the fast path cannot vouch for
+goes through `parse_tick`, so every rejection and its reason come from models/ticks.py
+itself. The ingest loop reads a `ReadBatch`: its columns come from Redis's reply bytes in
+C (service/_resp.c) and its entries are built only where needed; a list of entries (a
+replay, a test) takes the same checks in Python.
 
 The column checks restate the rules of models/ticks.py with its own constants;
 tests/service/test_entries.py fuzzes both against each other, so the two cannot drift.
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from models.ticks import (
     normalize_ticker,
     parse_tick,
 )
+from service import _resp
 from service.shards import Shard
 
 RawEntry = tuple[bytes, Sequence[bytes] | None]  # (stream ID, [k1, v1, k2, v2, ...])
@@ -76,11 +79,11 @@ class TickerCache:
         """Whether `ticker` belongs to another shard than this engine's."""
         return self.shard is not None and not self.shard.owns(ticker)
 
-    def lookup(self, raw: list[bytes]) -> list[str | None]:
+    def lookup(self, raw: Sequence[bytes | None]) -> list[str | None]:
         found = list(map(self._names.get, raw))
         if None in found:
             for i, r in enumerate(raw):
-                if found[i] is None:
+                if found[i] is None and r is not None:
                     found[i] = self._learn(r)
         return found
 
@@ -105,6 +108,66 @@ def fields_of(raw: Sequence[bytes] | None) -> dict[bytes, bytes]:
 
 def stream_ms(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0])
+
+
+Columns = tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray, np.ndarray]
+FAST, HAS_VOLUME, HAS_TS = 1, 2, 4  # an entry's flags in a ReadBatch (service/_resp.c)
+
+
+class ReadBatch(Sequence[RawEntry]):
+    """Entries as one stream read returned them: each entry's ID, the columns of those the
+    C scan vouched for (known fields, each once, numbers in plain decimals), and any entry
+    as (ID, fields) on demand, built from the reply exactly as hiredis would build it."""
+
+    __slots__ = ("_offsets", "_reply", "flags", "id_ms", "ids", "price", "tickers", "ts",
+                 "volume")
+
+    def __init__(self, reply: bytes, ids: list[bytes], offsets: np.ndarray, flags: np.ndarray,
+                 tickers: list[bytes | None], price: np.ndarray, volume: np.ndarray,
+                 ts: np.ndarray, id_ms: np.ndarray) -> None:
+        self._reply, self._offsets = reply, offsets
+        self.ids, self.flags, self.tickers = ids, flags, tickers  # tickers: raw, None if slow
+        self.price, self.volume, self.ts, self.id_ms = price, volume, ts, id_ms
+
+    @classmethod
+    def of_reply(cls, reply: bytes, xread: bool) -> ReadBatch:
+        """An XREAD (of one stream) or XRANGE reply, in the protocol's bytes."""
+        ids, offsets, flags, tickers, price, volume, ts, id_ms = _resp.columns(
+            reply, xread, MAX_FIELD_CHARS)
+        return cls(reply, ids, np.frombuffer(offsets, np.int64), np.frombuffer(flags, np.uint8),
+                   tickers, np.frombuffer(price), np.frombuffer(volume), np.frombuffer(ts),
+                   np.frombuffer(id_ms, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, i: int) -> RawEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> ReadBatch: ...
+    def __getitem__(self, i: int | slice) -> RawEntry | ReadBatch:
+        if isinstance(i, slice):
+            return ReadBatch(self._reply, self.ids[i], self._offsets[i], self.flags[i],
+                             self.tickers[i], self.price[i], self.volume[i], self.ts[i],
+                             self.id_ms[i])
+        return _resp.entry_at(self._reply, int(self._offsets[i]))
+
+    def columns(self, cache: TickerCache) -> Columns:
+        """What `_list_columns` finds for the same entries, from the C scan's columns."""
+        tickers = cache.lookup(self.tickers)
+        fast = (self.flags & FAST) != 0
+        ok = fast if None not in tickers else fast & np.array([t is not None for t in tickers])
+        price, volume, ts = self.price, self.volume, self.ts
+        ok = ok & (price >= MIN_PRICE) & (price <= MAX_PRICE)
+        ok &= ((self.flags & HAS_VOLUME) == 0) | (np.isfinite(volume) & (volume >= 0))
+        has_ts = (self.flags & HAS_TS) != 0
+        ok &= ~has_ts | ((ts >= 0) & (ts <= MAX_TS_MS) & (ts == np.floor(ts)))
+        ts_ms = np.where(has_ts, np.where(ok & has_ts, ts, 0).astype(np.int64), self.id_ms)
+        return ok, tickers, price, volume, ts_ms
+
+
+def ids_of(entries: Sequence[RawEntry]) -> list[bytes]:
+    return entries.ids if isinstance(entries, ReadBatch) else list(map(itemgetter(0), entries))
 
 
 def parse_one(entry: RawEntry) -> tuple[str, float, float, int] | Control | str:
@@ -207,8 +270,8 @@ def _fast_group(entries: Sequence[RawEntry], where: list[int], names: tuple[byte
     return ok, tickers, price, volume, ts_ms
 
 
-def parse_entries(entries: Sequence[RawEntry], cache: TickerCache) -> Parsed:
-    """Validate every entry; valid ones come back as columns in stream order."""
+def _list_columns(entries: Sequence[RawEntry], cache: TickerCache) -> Columns:
+    """The fast path over a list of entries: (vouched mask, tickers, price, volume, ts)."""
     n = len(entries)
     ok = np.zeros(n, bool)
     tickers: list[str | None] = [None] * n
@@ -218,14 +281,22 @@ def parse_entries(entries: Sequence[RawEntry], cache: TickerCache) -> Parsed:
             continue
         g_ok, g_tickers, g_price, g_volume, g_ts = _fast_group(entries, where, names, cache)
         if len(where) == n:  # one layout: the columns are already in stream order
-            ok, tickers, price, volume, ts_ms = g_ok, g_tickers, g_price, g_volume, g_ts
-            break
+            return g_ok, g_tickers, g_price, g_volume, g_ts
         ok[where], price[where], volume[where], ts_ms[where] = g_ok, g_price, g_volume, g_ts
         for i, t in zip(where, g_tickers, strict=True):
             tickers[i] = t
+    return ok, tickers, price, volume, ts_ms
 
+
+def parse_entries(entries: Sequence[RawEntry], cache: TickerCache) -> Parsed:
+    """Validate every entry; valid ones come back as columns in stream order."""
+    n = len(entries)
+    ok, tickers, price, volume, ts_ms = (entries.columns(cache) if isinstance(entries, ReadBatch)
+                                         else _list_columns(entries, cache))
     rejected: list[tuple[int, str]] = []
     controls: list[tuple[int, Control]] = []
+    if not ok.all():
+        ok, price, volume, ts_ms = ok.copy(), price.copy(), volume.copy(), ts_ms.copy()
     for i in np.flatnonzero(~ok).tolist():  # everything the fast path did not vouch for
         result = parse_one(entries[i])
         if not isinstance(result, str) and cache.foreign(

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -37,7 +37,7 @@ from service import malloc
 from service.apply import apply_entries
 from service.commit import COMMIT_LUA, Outputs, commit_command, raise_if_lease_lost
 from service.config import Settings
-from service.entries import CONTROL, RawEntry, TickerCache, parse_entries, stream_ms
+from service.entries import CONTROL, RawEntry, TickerCache, ids_of, parse_entries, stream_ms
 from service.histogram import Histogram
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
@@ -108,7 +108,7 @@ class Replay:
 
 @dataclass
 class _Prepared:
-    """A stepped batch whose outputs are not yet confirmed (nothing of it is published)."""
+    """A stepped batch whose outputs are not yet confirmed (a live one is served already)."""
 
     outputs: Outputs
     cursor: tuple[int, int]
@@ -164,7 +164,8 @@ class Engine:
         # loop-thread state, replaced whole by _restore
         self._state = RowState.empty(artifact, settings, self._learner)
         self._output_cursor = NO_CURSOR  # outputs of entries up to here are in Redis
-        self._in_hand: list[RawEntry] = []  # read, not yet prepared
+        self._in_hand: Sequence[RawEntry] = []  # read, not yet prepared
+        self._unsent: _Prepared | None = None  # stepped and published, commit not yet sent
         self._in_flight: _Prepared | None = None  # sent, not yet confirmed
         self._snapshot_cursor: tuple[int, int] | None = None  # of the last snapshot
         self._snapshot_due = 0.0  # time.monotonic() when the next one is due
@@ -297,7 +298,8 @@ class Engine:
     def ready(self) -> bool:
         """Redis reachable, replay done, caught up (the last read drained the stream) and
         every output committed."""
-        return self._serving and self._reader.caught_up and self._in_flight is None
+        return (self._serving and self._reader.caught_up and self._unsent is None
+                and self._in_flight is None)
 
     @property
     def current(self) -> bool:
@@ -488,7 +490,7 @@ class Engine:
         self._output_cursor = parse_id(out) if out else NO_CURSOR
         replay_to = out if out and self._output_cursor > state.cursor else None
         self._reader.start(data.cursor, replay_to)
-        self._in_hand, self._in_flight = [], None
+        self._in_hand, self._unsent, self._in_flight = [], None, None
         self._snapshot_cursor = state.cursor
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
@@ -525,6 +527,15 @@ class Engine:
             self._in_hand = reader.read()
         entries, self._in_hand = self._in_hand, []
         prepared = self._prepare(entries) if entries else None
+        if prepared is not None and prepared.packed is not None:
+            self._unsent = prepared  # first: `ready` must not see it as committed
+            # Served at once: every prediction is a function of ticks already durable in
+            # the stream, so a replay after any failure recomputes the very same ones. The
+            # commit only makes its outputs durable (and fences them); waiting for its
+            # fsync, or the previous batch's, before serving would add one or two fsyncs.
+            self._publish(prepared.outputs)
+            if prepared.tickers_changed:  # the rows of the tickers just served
+                self._publish_registry()
         self._confirm()
         if prepared is not None:
             if prepared.packed is None:
@@ -532,14 +543,8 @@ class Engine:
             else:
                 prepared.sent_at = time.monotonic()
                 self._link.send(prepared.packed, 1)
-                self._in_flight = prepared  # first: `ready` must not see it as committed
-                # Served at once: every prediction is a function of ticks already durable
-                # in the stream, so a replay after any failure recomputes the very same
-                # ones. The commit only makes its outputs durable (and fences them);
-                # waiting for its fsync before serving would double the latency.
-                self._publish(prepared.outputs)
-                if prepared.tickers_changed:  # the rows of the tickers just served
-                    self._publish_registry()
+                self._in_flight = prepared
+                self._unsent = None
         last_read = entries
         if reader.ahead:
             self._in_hand = last_read = reader.take_ahead()
@@ -580,19 +585,20 @@ class Engine:
         """Nothing left in flight: the last commit confirmed, the read ahead taken."""
         self._confirm()
         if self._reader.ahead:  # it reads on from the batch in hand: keep both, in order
-            self._in_hand = self._in_hand + self._reader.take_ahead()
+            self._in_hand = [*self._in_hand, *self._reader.take_ahead()]
 
     def _drop_pipeline(self) -> None:
         """Forget everything sent and read ahead: the next restore starts from Redis."""
         self._link.close()
         self._reader.ahead = False
-        self._in_hand, self._in_flight = [], None
+        self._in_hand, self._unsent, self._in_flight = [], None, None
 
-    def _prepare(self, entries: list[RawEntry]) -> _Prepared:
+    def _prepare(self, entries: Sequence[RawEntry]) -> _Prepared:
         """Admit, step once and build the commit; in memory only until confirmed."""
         t0 = time.perf_counter()
         state = self._state
-        last = entries[-1][0].decode()
+        ids = ids_of(entries)
+        last = ids[-1].decode()
         cursor = parse_id(last)
         replayed = cursor <= self._output_cursor  # its outputs are in Redis already
         parsed = parse_entries(entries, self._names)
@@ -607,7 +613,7 @@ class Engine:
         self._since_snapshot += len(entries)
         packed = None if replayed else commit_command(
             self._layout, self._commit_sha, self._lease.token, self._lease.ttl_ms, outputs)
-        return _Prepared(outputs, cursor, packed, len(entries), first_ms=stream_ms(entries[0][0]),
+        return _Prepared(outputs, cursor, packed, len(entries), first_ms=stream_ms(ids[0]),
                          tickers_changed=(len(state.registry) != registry_size
                                           or bool(outputs.evicted)),
                          step_seconds=step_s, started=t0)

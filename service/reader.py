@@ -8,12 +8,10 @@ restore, reads are XRANGE up to the output cursor, so a replayed batch never str
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 
-from service.entries import RawEntry
-from service.redis_io import Link, entries_of, packed
+from service.entries import ReadBatch
+from service.redis_io import Link, packed
 from service.types import StreamId
 
 
@@ -42,23 +40,30 @@ class TickReader:
         wait = ("BLOCK", self.block_ms) if block else ()
         return ("XREAD", "COUNT", n, *wait, "STREAMS", self.stream, self.after)
 
-    def _entries(self, reply: Any) -> list[RawEntry]:
-        return (reply or []) if self.replay_to is not None else entries_of(reply)
+    def _batch(self) -> ReadBatch:
+        """The reply owed for the last command sent."""
+        return self.link.read_batch(xread=self.replay_to is None)
 
-    def read(self) -> list[RawEntry]:
+    def _call(self, block: bool) -> ReadBatch:
+        if self.link.owed:
+            raise RuntimeError(f"{self.link.owed} replies still owed on the link")
+        self.link.send(packed(self._command(block)), 1)
+        return self._batch()
+
+    def read(self) -> ReadBatch:
         """The next batch (waiting up to block_ms for one when caught up and blocking)."""
         if not self.blocking:
-            return self._took(self._entries(self.link.call(self._command(block=False))))
+            return self._took(self._call(block=False))
         if self.replay_to is not None or self.batch_count == 1:
-            return self._took(self._entries(self.link.call(self._command(block=True))))
+            return self._took(self._call(block=True))
         # Redis answers a blocked XREAD at the first XADD that reaches the stream, also when
         # it came with others in one write (a producer's pipelined burst): alone, the burst
         # would make two batches (1 + the rest), each with its own read and fsynced commit.
         # A non-blocking read sent right behind from the same cursor runs once the burst is
         # in, before the same fsync: its reply holds the first one's entries and the rest.
         self.link.send(packed(self._command(block=True), self._command(block=False)), 2)
-        first = entries_of(self.link.read())
-        second = entries_of(self.link.read())
+        first = self.link.read_batch(xread=True)
+        second = self.link.read_batch(xread=True)
         return self._took(second if len(second) > len(first) else first)
 
     def send_ahead(self) -> None:
@@ -66,13 +71,13 @@ class TickReader:
         self.link.send(packed(self._command(block=False)), 1)
         self.ahead = True
 
-    def take_ahead(self) -> list[RawEntry]:
+    def take_ahead(self) -> ReadBatch:
         self.ahead = False
-        return self._took(self._entries(self.link.read()))
+        return self._took(self._batch())
 
-    def _took(self, entries: list[RawEntry]) -> list[RawEntry]:
+    def _took(self, entries: ReadBatch) -> ReadBatch:
         if entries:
-            self.after = entries[-1][0].decode()
+            self.after = entries.ids[-1].decode()
         short = len(entries) < self.batch_count
         if self.replay_to is not None:
             if short or self.after == self.replay_to:

@@ -2,8 +2,9 @@
 
 redis-py's pipeline sends and waits in one call; the loop wants to commit batch k and
 ask for batch k+2 while it steps batch k+1 (Redis runs on the other core), so it holds one
-connection of the client's pool and reads each reply when it needs it. Replies come back
-raw (no redis-py callbacks): a stream read is lists of bytes, not a dict per entry.
+connection of the client's pool and reads each reply when it needs it. It reads the
+socket itself: a stream read goes from Redis's bytes straight to columns
+(service/_resp.c, `ReadBatch`), any other reply through hiredis as redis-py would.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from typing import Any
 
 import hiredis
 import redis
+from redis._parsers import BaseParser
 from redis.backoff import NoBackoff
 from redis.connection import Connection
 from redis.retry import Retry
 
-from service.entries import RawEntry
+from service._resp import reply_end
+from service.entries import ReadBatch
 
 Command = Sequence[bytes | str | int | float]  # or, already in the protocol, bytes
 _HEADS = [b"$%d\r\n" % n for n in range(4096)]  # bulk string headers by length
+RECV_BYTES = 1 << 18  # per socket read: a 1,000-entry XREAD reply is ~90 KB
 
 
 def connect(redis_url: str, block_ms: int) -> redis.Redis:
@@ -46,17 +50,6 @@ def write_refusal(error: BaseException) -> str | None:
     code = getattr(error, "status_code", None)
     text = f"{code} {error}" if code else str(error)
     return text if text.startswith(WRITE_REFUSALS) else None
-
-
-def entries_of(reply: Any) -> list[RawEntry]:
-    """A one-stream XREAD reply (RESP2 list or RESP3 map) -> its entries."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        (entries,) = reply.values()
-    else:
-        ((_, entries),) = reply
-    return entries
 
 
 def packed(*commands: Command) -> bytes:
@@ -85,14 +78,16 @@ def bulk_command(*args: bytes) -> bytes:
 class Link:
     """One connection taken from `client`'s pool for pipelining across calls.
 
-    Every sent command owes one reply, read in order with `read`. After any error the
-    link's state is unknown: `close()` it (the next `send` takes a connection again; redis-py
-    has already dropped one that failed).
+    Every sent command owes one reply, read in order with `read` (or `read_batch` for a
+    stream read). After any error the link's state is unknown: `close()` it (the next
+    `send` takes a connection again).
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._conn: Connection | None = None
+        self._buffer = bytearray()  # bytes read from the socket, not yet handed out
+        self._start = 0  # where the next reply begins in _buffer
         self.owed = 0  # replies sent for and not yet read
 
     def send(self, data: bytes, replies: int) -> None:
@@ -105,10 +100,22 @@ class Link:
 
     def read(self) -> Any:
         """The next reply; a Redis error reply is raised as redis.ResponseError."""
-        if self._conn is None or not self.owed:
-            raise RuntimeError("no reply owed on this link")
-        self.owed -= 1
-        return self._conn.read_response()
+        reader = hiredis.Reader(protocolError=redis.InvalidResponse,
+                                replyError=BaseParser.parse_error)
+        reader.feed(self._next_reply())
+        reply = reader.gets()
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    def read_batch(self, xread: bool) -> ReadBatch:
+        """The next reply, an XREAD of one stream (`xread`) or an XRANGE, as its entries."""
+        raw = self._next_reply()
+        if raw[:1] in (b"-", b"!"):  # an error reply: raised as `read` raises it
+            reader = hiredis.Reader(replyError=BaseParser.parse_error)
+            reader.feed(raw)
+            raise reader.gets()
+        return ReadBatch.of_reply(raw, xread)
 
     def call(self, command: Command) -> Any:
         """Send one command and wait for its reply (nothing else may be owed)."""
@@ -125,3 +132,36 @@ class Link:
                 conn.disconnect()
             self._pool.release(conn)
         self.owed = 0
+        self._buffer.clear()
+        self._start = 0
+
+    def _next_reply(self) -> bytes:
+        if self._conn is None or not self.owed:
+            raise RuntimeError("no reply owed on this link")
+        while (end := reply_end(self._buffer, self._start)) < 0:
+            self._receive()
+        reply = bytes(self._buffer[self._start : end])
+        self.owed -= 1
+        if end == len(self._buffer):
+            self._buffer.clear()
+            end = 0
+        self._start = end
+        return reply
+
+    def _receive(self) -> None:
+        """More bytes from the socket; failures as redis-py raises them."""
+        sock = self._conn._sock if self._conn is not None else None
+        if sock is None:
+            raise redis.ConnectionError("the connection to Redis was closed")
+        try:
+            data = sock.recv(RECV_BYTES)
+        except TimeoutError:  # socket.timeout: the client's socket_timeout passed
+            raise redis.TimeoutError("timeout reading from Redis") from None
+        except OSError as e:
+            raise redis.ConnectionError(f"error while reading from Redis: {e}") from None
+        if not data:
+            raise redis.ConnectionError("Redis closed the connection")
+        if self._start > len(self._buffer) // 2:  # keep the buffer from growing forever
+            del self._buffer[: self._start]
+            self._start = 0
+        self._buffer += data

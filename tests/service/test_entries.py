@@ -1,12 +1,15 @@
-"""The column-wise fast path against `parse_tick`, entry by entry: same ticks, same reasons."""
+"""The column-wise fast path against `parse_tick`, entry by entry: same ticks, same reasons;
+and the loop's C scan of reply bytes against hiredis and the list path."""
 
 import random
 
 import numpy as np
 import pytest
+import redis
 
 from models.ticks import MAX_TS_MS
 from service.entries import RawEntry, TickerCache, parse_entries, parse_one
+from service.redis_io import Link, packed
 
 TICKERS = ["AAPL", "brk.b", " msft ", "T00001", "X_1-2.Z", "A" * 16, "", "A" * 17, "A B",
            "ÄPPLE", "a\x00", "A" * 2048, "tab\t", "١٢"]
@@ -101,3 +104,44 @@ def test_ticker_cache_stays_bounded() -> None:
     cache = TickerCache(max_size=3)
     assert cache.lookup([b"a", b"b", b"c", b"d", b"not valid!"]) == ["A", "B", "C", "D", None]
     assert len(cache._names) <= 3
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_read_batches_of_real_replies_agree_with_hiredis_and_the_list_path(
+        redis_url: str, protocol: int) -> None:
+    """The loop's C scan of Redis's own reply bytes (XREAD and XRANGE, RESP2 and RESP3)
+    against hiredis's objects of the same reply: the same entries, and parse_entries finds
+    the same ticks and reasons on both."""
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    rng = random.Random(protocol)
+    for i in range(2000):
+        entry_id, flat = random_entry(rng, i)
+        if flat is not None:  # (XADD cannot make a deleted entry)
+            client.xadd("s", dict(zip(flat[0::2], flat[1::2], strict=True)), id=entry_id)
+    link = Link(client)
+    hiredis_conn = client.connection_pool.get_connection()
+    try:
+        for command, xread in [(("XREAD", "COUNT", 5000, "STREAMS", "s", "0-0"), True),
+                               (("XRANGE", "s", "-", "+", "COUNT", 700), False),
+                               (("XREAD", "COUNT", 10, "STREAMS", "s", "$"), True),
+                               (("XRANGE", "s", "+", "-"), False)]:
+            link.send(packed(command), 1)
+            batch = link.read_batch(xread)
+            hiredis_conn.send_command(*command)
+            reply = hiredis_conn.read_response()
+            if xread and reply:  # RESP3: {stream: entries}, RESP2: [[stream, entries]]
+                reply = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+            entries = [(e_id, list(fields)) for e_id, fields in reply or []]
+            assert [(e_id, list(fields)) for e_id, fields in batch] == entries
+            assert batch.ids == [e_id for e_id, _ in entries]
+            got, expected = parse_entries(batch, TickerCache()), parse_entries(entries,
+                                                                               TickerCache())
+            assert (got.index, got.ticker, got.rejected) == (expected.index, expected.ticker,
+                                                             expected.rejected)
+            for column in ("price", "volume", "ts_ms"):
+                assert np.array_equal(getattr(got, column), getattr(expected, column))
+            assert batch[1:3].ids == batch.ids[1:3]
+    finally:
+        client.connection_pool.release(hiredis_conn)
+        link.close()
+    assert len(batch) == 0 and len(entries) == 0
