@@ -60,6 +60,7 @@ REPLAY_LOG_S = 2.0  # a "replaying n of m entries" line at most this often
 SCORES_EVERY_S = 0.25  # the live scores readers see are copied at most this often
 RESET_TIMEOUT_S = 5.0
 CURRENT_WINDOW_S = 1.0  # caught up this recently still counts as keeping up (/readyz)
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young GC collections (Python: 700)
 
 
 @dataclass
@@ -220,6 +221,10 @@ class Engine:
         # them all (~0.3 s here) holding the GIL, stalling the loop and HTTP alike. They
         # live as long as the process: out of the collector's sight with them.
         gc.freeze()
+        # A batch allocates thousands of tuples and lists (a prediction per moved ticker):
+        # at the default threshold of 700 that is a young collection every few hundred
+        # ticks. Fewer of them: ~5% of the drain at N = 5,000 (BENCHMARKS.md).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self._reader.blocking = blocking
         if self._lease.acquire():
             self._restore()
