@@ -113,13 +113,14 @@ class _Prepared:
 
     outputs: Outputs
     cursor: tuple[int, int]
-    packed: bytes | None  # its commit, ready to send; None: replayed, nothing to write
+    live: bool  # its outputs are to be written (False: replayed, in Redis already)
     entries: int
     tickers_changed: bool
     step_seconds: float = 0.0
     started: float = 0.0  # perf_counter() when its preparation began
     sent_at: float = 0.0  # time.monotonic() when its commit went out (it renews the lease)
     first_ms: int = 0  # stream-ID time of its first (oldest) entry, epoch ms
+    packed: bytes = b""  # a live batch's commit, built once the batch is served
 
 
 def describe_model(settings: Settings, base_version: str, model_version: str,
@@ -532,7 +533,7 @@ class Engine:
             self._in_hand = reader.read()
         entries, self._in_hand = self._in_hand, []
         prepared = self._prepare(entries) if entries else None
-        if prepared is not None and prepared.packed is not None:
+        if prepared is not None and prepared.live:
             self._unsent = prepared  # first: `ready` must not see it as committed
             # Served at once: every prediction is a function of ticks already durable in
             # the stream, so a replay after any failure recomputes the very same ones. The
@@ -541,9 +542,11 @@ class Engine:
             self._publish(prepared.outputs)
             if prepared.tickers_changed:  # the rows of the tickers just served
                 self._publish_registry()
+            prepared.packed = commit_command(self._layout, self._commit_sha, self._lease.token,
+                                             self._lease.ttl_ms, prepared.outputs)
         self._confirm()
         if prepared is not None:
-            if prepared.packed is None:
+            if not prepared.live:
                 self._committed(prepared)
             else:
                 prepared.sent_at = time.monotonic()
@@ -616,9 +619,7 @@ class Engine:
         if state.entries_read is not None:
             state.entries_read += len(entries)
         self._since_snapshot += len(entries)
-        packed = None if replayed else commit_command(
-            self._layout, self._commit_sha, self._lease.token, self._lease.ttl_ms, outputs)
-        return _Prepared(outputs, cursor, packed, len(entries), first_ms=stream_ms(ids[0]),
+        return _Prepared(outputs, cursor, not replayed, len(entries), first_ms=stream_ms(ids[0]),
                          tickers_changed=(len(state.registry) != registry_size
                                           or bool(outputs.evicted)),
                          step_seconds=step_s, started=t0)
@@ -626,7 +627,7 @@ class Engine:
     def _committed(self, p: _Prepared) -> None:
         """Its outputs are in Redis (or were, before a restore): the batch counts."""
         c = self._counters
-        if p.packed is None:
+        if not p.live:
             c.replayed += p.entries
         else:
             c.batches += 1
@@ -642,7 +643,7 @@ class Engine:
             if time.monotonic() - replay.logged_at >= REPLAY_LOG_S:
                 replay.logged_at = time.monotonic()
                 log.info("ingest: %s", replay)
-        if p.tickers_changed and p.packed is None:  # a live batch's went with its outputs
+        if p.tickers_changed and not p.live:  # a live batch's went with its outputs
             self._publish_registry()
         c.step_seconds += p.step_seconds
         c.last_batch_seconds = time.perf_counter() - p.started
