@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#define MAX_LENGTH (1LL << 40) /* of a string or aggregate: beyond it, not a Redis reply */
 #define MAX_NUMBER_CHARS 64 /* the longest number parsed here; callers may ask for fewer */
 
 /* flags of an entry, one byte each */
@@ -63,7 +64,7 @@ static int header(Cursor *c, char *type, long long *value) {
 
 /* Skip one bulk string's body of `len` bytes and its CRLF; 1 if the buffer ends first. */
 static int body(Cursor *c, long long len, const char **data) {
-    if (c->end - c->p < len + 2) return 1;
+    if (c->end - c->p - 2 < len) return 1;
     *data = c->p;
     if (c->p[len] != '\r' || c->p[len + 1] != '\n') return fail("a bulk string too long");
     c->p += len + 2;
@@ -85,6 +86,10 @@ static PyObject *reply_end(PyObject *self, PyObject *args) {
         const char *data;
         r = header(&c, &type, &n);
         if (r) break;
+        if (n > MAX_LENGTH) {
+            r = fail("a length no Redis sends");
+            break;
+        }
         switch (type) {
         case '+': case '-': case ':': case '_': case ',': case '#': case '(':
             pending--;
@@ -226,6 +231,10 @@ static PyObject *columns(PyObject *self, PyObject *args) {
     }
     if (aggregate(&c, '*', &n) < 0) goto done;
     if (n < 0) n = 0;
+    if (n > (long long)buf.len) {
+        fail("more entries than the reply has bytes");
+        goto done;
+    }
 empty:
     ids = PyList_New(n);
     tickers = PyList_New(n);

@@ -25,6 +25,7 @@ from service.entries import ReadBatch
 Command = Sequence[bytes | str | int | float]  # or, already in the protocol, bytes
 _HEADS = [b"$%d\r\n" % n for n in range(4096)]  # bulk string headers by length
 RECV_BYTES = 1 << 18  # per socket read: a 1,000-entry XREAD reply is ~90 KB
+PUSH = ord(">")  # a RESP3 push message's first byte
 
 
 def connect(redis_url: str, block_ms: int) -> redis.Redis:
@@ -138,8 +139,12 @@ class Link:
     def _next_reply(self) -> bytes:
         if self._conn is None or not self.owed:
             raise RuntimeError("no reply owed on this link")
-        while (end := reply_end(self._buffer, self._start)) < 0:
-            self._receive()
+        while True:
+            while (end := reply_end(self._buffer, self._start)) < 0:
+                self._receive()
+            if self._buffer[self._start] != PUSH:
+                break
+            self._start = end  # a RESP3 push (the server's own news): no command's reply
         reply = bytes(self._buffer[self._start : end])
         self.owed -= 1
         if end == len(self._buffer):

@@ -1,6 +1,8 @@
 """The loop's own protocol packing must produce exactly what hiredis would, and its own
 reading of replies must frame and raise them as hiredis and redis-py do."""
 
+import time
+
 import hiredis
 import pytest
 import redis
@@ -80,3 +82,21 @@ def test_columns_refuses_a_reply_that_is_not_a_stream_read() -> None:
         columns(b"*1\r\n:5\r\n", False, 64)
     with pytest.raises(ValueError, match="unexpected reply"):
         columns(b"*2\r\n*2\r\n$3\r\n1-0\r\n*0\r\n", False, 64)  # truncated
+
+
+def test_a_push_message_is_no_reply(redis_client: redis.Redis) -> None:
+    """RESP3 pushes (here a client-tracking invalidation) come between replies; the link
+    skips them, so each command still gets its own reply."""
+    link = Link(redis.Redis(connection_pool=redis_client.connection_pool, protocol=3))
+    try:
+        assert link.call(("HELLO", "3"))[b"proto"] == 3
+        assert link.call(("CLIENT", "TRACKING", "ON")) in (b"OK", "OK", True)
+        redis_client.set("k", "1")
+        assert link.call(("GET", "k")) == b"1"
+        redis_client.set("k", "2")  # invalidates k: a push to the link's connection
+        time.sleep(0.05)
+        link.send(packed(("XRANGE", "missing", "-", "+")), 1)
+        assert len(link.read_batch(xread=False)) == 0
+        assert link.call(("GET", "k")) == b"2"
+    finally:
+        link.close()
