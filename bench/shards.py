@@ -84,7 +84,7 @@ class ThreadPerShard:
                 raise RuntimeError("a shard's lease is held")
 
     def counters(self) -> Any:
-        from service.ingest import Counters
+        from service.loop_figures import Counters
 
         out = Counters()
         for e in self.engines:

@@ -154,16 +154,10 @@ class ReadBatch(Sequence[RawEntry]):
 
     def columns(self, cache: TickerCache) -> Columns:
         """What `_list_columns` finds for the same entries, from the C scan's columns."""
-        tickers = cache.lookup(self.tickers)
-        fast = (self.flags & FAST) != 0
-        ok = fast if None not in tickers else fast & np.array([t is not None for t in tickers])
-        price, volume, ts = self.price, self.volume, self.ts
-        ok = ok & (price >= MIN_PRICE) & (price <= MAX_PRICE)
-        ok &= ((self.flags & HAS_VOLUME) == 0) | (np.isfinite(volume) & (volume >= 0))
-        has_ts = (self.flags & HAS_TS) != 0
-        ok &= ~has_ts | ((ts >= 0) & (ts <= MAX_TS_MS) & (ts == np.floor(ts)))
-        ts_ms = np.where(has_ts, np.where(ok & has_ts, ts, 0).astype(np.int64), self.id_ms)
-        return ok, tickers, price, volume, ts_ms
+        flags = self.flags
+        return _vouched((flags & FAST) != 0, cache.lookup(self.tickers), self.price,
+                        self.volume, (flags & HAS_VOLUME) != 0, self.ts, (flags & HAS_TS) != 0,
+                        self.id_ms)
 
 
 def ids_of(entries: Sequence[RawEntry]) -> list[bytes]:
@@ -238,8 +232,7 @@ def _by_layout(entries: Sequence[RawEntry]) -> dict[tuple[bytes, ...] | None, li
 
 
 def _fast_group(entries: Sequence[RawEntry], where: list[int], names: tuple[bytes, ...],
-                cache: TickerCache) -> tuple[np.ndarray, list[str | None], np.ndarray,
-                                             np.ndarray, np.ndarray]:
+                cache: TickerCache) -> Columns:
     """Column checks for entries sharing one field layout: (ok mask, tickers, columns)."""
     if len(where) == len(entries):
         fields = list(map(itemgetter(1), entries))
@@ -251,22 +244,29 @@ def _fast_group(entries: Sequence[RawEntry], where: list[int], names: tuple[byte
         return list(map(itemgetter(pos[name]), fields))
 
     n = len(where)
-    tickers = cache.lookup(column(b"ticker"))
-    known = (np.ones(n, bool) if None not in tickers
-             else np.array([t is not None for t in tickers]))
-    price = _floats(column(b"price"))
-    ok = known & (price >= MIN_PRICE) & (price <= MAX_PRICE)
-    if b"volume" in pos:
-        volume = _floats(column(b"volume"))
-        ok &= np.isfinite(volume) & (volume >= 0)
-    else:
-        volume = np.zeros(n)
-    if b"ts" in pos:
-        ts = _floats(column(b"ts"))
-        ok &= (ts >= 0) & (ts <= MAX_TS_MS) & (ts == np.floor(ts))
-        ts_ms = np.where(ok, ts, 0).astype(np.int64)
-    else:
-        ts_ms = np.array([stream_ms(entries[i][0]) for i in where], np.int64)
+    has_volume, has_ts = b"volume" in pos, b"ts" in pos
+    zeros = np.zeros(n)
+    return _vouched(True, cache.lookup(column(b"ticker")), _floats(column(b"price")),
+                    _floats(column(b"volume")) if has_volume else zeros, has_volume,
+                    _floats(column(b"ts")) if has_ts else zeros, has_ts,
+                    None if has_ts else np.array([stream_ms(entries[i][0]) for i in where],
+                                                 np.int64))
+
+
+def _vouched(fast: np.ndarray | bool, tickers: list[str | None], price: np.ndarray,
+             volume: np.ndarray, has_volume: np.ndarray | bool, ts: np.ndarray,
+             has_ts: np.ndarray | bool, id_ms: np.ndarray | None) -> Columns:
+    """The fast path's verdict on parsed columns: models/ticks.py's value rules, column-wise.
+    `has_*`: whether each entry (or every entry) has the field; an absent volume is 0, an
+    absent ts the stream ID's milliseconds (`id_ms`, needed only where ts is absent)."""
+    ok = fast & (price >= MIN_PRICE) & (price <= MAX_PRICE)
+    if None in tickers:
+        ok &= np.array([t is not None for t in tickers])
+    ok &= np.logical_not(has_volume) | (np.isfinite(volume) & (volume >= 0))
+    ok &= np.logical_not(has_ts) | ((ts >= 0) & (ts <= MAX_TS_MS) & (ts == np.floor(ts)))
+    ts_ms = np.where(ok & has_ts, ts, 0).astype(np.int64)
+    if id_ms is not None:
+        ts_ms = np.where(has_ts, ts_ms, id_ms)
     return ok, tickers, price, volume, ts_ms
 
 

@@ -6,8 +6,9 @@ up to p, so it is only snapshotted now and then (service/snapshots.py); per batc
 fenced Lua call writes the batch's outputs and the output cursor (service/commit.py).
 Recovery loads the current snapshot and replays the stream from its cursor: entries up
 to the output cursor are recomputed without writing their outputs again, then the loop
-goes live. Readers (the HTTP layer) only ever see immutable snapshots of committed
-predictions, so they never wait for the model.
+goes live. Readers (the HTTP layer) only ever see immutable snapshots of the predictions,
+so they never wait for the model; a batch is served once stepped, before its commit (a
+replay after any failure recomputes the very same predictions).
 
 When the loop is behind, it pipelines: while it steps batch k (Python, this core), Redis
 (the other core) runs batch k-1's commit and reads batch k+1. Batch k's commit is sent
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -31,16 +32,16 @@ import redis
 
 from models.artifact import Artifact
 from models.evaluation import Evaluator, Quality
-from models.online import Counts, OnlineLearner
+from models.online import OnlineLearner
 from models.ticks import InvalidTick, normalize_ticker
 from service import malloc
 from service.apply import apply_entries
 from service.commit import COMMIT_LUA, Outputs, commit_command, raise_if_lease_lost
 from service.config import Settings
 from service.entries import CONTROL, RawEntry, TickerCache, ids_of, parse_entries, stream_ms
-from service.histogram import Histogram
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
+from service.loop_figures import Counters, Replay, describe_model
 from service.membership import process_of
 from service.reader import TickReader, stream_counts
 from service.records import decode_prediction, format_id, parse_id
@@ -64,50 +65,6 @@ GC_YOUNG_THRESHOLD = 20_000  # allocations between young GC collections (Python:
 
 
 @dataclass
-class Counters:
-    """Cumulative figures for /metrics and status(); the loop thread is the only writer."""
-
-    batches: int = 0  # committed
-    applied: int = 0  # ticks applied to a row, live (replayed ones count in `replayed`)
-    replayed: int = 0  # entries recomputed after a restore, outputs not written again
-    dead_lettered: dict[str, int] = field(default_factory=dict)  # reason -> count
-    step_seconds: float = 0.0
-    commit_seconds: float = 0.0
-    last_batch_seconds: float = 0.0
-    errors: int = 0  # failed iterations (each followed by a reload)
-    write_refusals: int = 0  # of those, Redis refused a write (OOM, MISCONF, ...)
-    batch_seconds: Histogram = field(default_factory=Histogram)  # read to commit
-    tick_to_commit: Histogram = field(default_factory=Histogram)  # oldest tick's ID time
-    lag: int | None = None  # stream entries after the cursor
-    gap_entries: int = 0  # entries trimmed before the engine read them (ACCEPT_GAP)
-
-    def add(self, other: Counters) -> None:
-        """Count `other`'s figures too (several shards' engines as one); `lag` is left to
-        the caller (unknown if any is)."""
-        for name in ("batches", "applied", "replayed", "step_seconds", "commit_seconds",
-                     "errors", "write_refusals", "gap_entries"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for reason, n in other.dead_lettered.items():
-            self.dead_lettered[reason] = self.dead_lettered.get(reason, 0) + n
-        self.batch_seconds.add(other.batch_seconds)
-        self.tick_to_commit.add(other.tick_to_commit)
-        self.last_batch_seconds = max(self.last_batch_seconds, other.last_batch_seconds)
-
-
-@dataclass
-class Replay:
-    """Progress of the replay after a restore: entries done of the total behind."""
-
-    done: int = 0
-    total: int | None = None
-    logged_at: float = field(default_factory=time.monotonic)
-
-    def __str__(self) -> str:
-        return f"replaying {self.done}" + ("" if self.total is None else f" of {self.total}") \
-            + " entries since the snapshot"
-
-
-@dataclass
 class _Prepared:
     """A stepped batch whose outputs are not yet confirmed (a live one is served already)."""
 
@@ -121,23 +78,6 @@ class _Prepared:
     sent_at: float = 0.0  # time.monotonic() when its commit went out (it renews the lease)
     first_ms: int = 0  # stream-ID time of its first (oldest) entry, epoch ms
     packed: bytes = b""  # a live batch's commit, built once the batch is served
-
-
-def describe_model(settings: Settings, base_version: str, model_version: str,
-                   counts: Counts | None) -> dict[str, Any]:
-    """The weights being served and how the learner is doing (None: no steps yet)."""
-    s = settings
-    return {
-        "base_version": base_version, "model_version": model_version,
-        "updates": counts.updates if counts else 0,
-        "skipped": {"nonfinite": counts.skipped_nonfinite if counts else 0,
-                    "outlier": counts.skipped_outlier if counts else 0},
-        "running_loss": counts.running_loss if counts else None,
-        "learning": {"on": s.learn, "window": s.learn_window, "batch": s.learn_batch,
-                     "rate": s.learn_rate, "clipnorm": s.learn_clipnorm,
-                     "max_loss_ratio": s.learn_max_loss_ratio},
-        "eval_halflife": s.eval_halflife,
-    }  # fmt: skip
 
 
 class Engine:

@@ -45,10 +45,7 @@ class TickReader:
         return self.link.read_batch(xread=self.replay_to is None)
 
     def _call(self, block: bool) -> ReadBatch:
-        if self.link.owed:
-            raise RuntimeError(f"{self.link.owed} replies still owed on the link")
-        self.link.send(packed(self._command(block)), 1)
-        return self._batch()
+        return self.link.call_batch(self._command(block), xread=self.replay_to is None)
 
     def read(self) -> ReadBatch:
         """The next batch (waiting up to block_ms for one when caught up and blocking)."""

@@ -76,6 +76,11 @@ def bulk_command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(parts)
 
 
+def _reader() -> hiredis.Reader:
+    return hiredis.Reader(protocolError=redis.InvalidResponse,
+                          replyError=BaseParser.parse_error)
+
+
 class Link:
     """One connection taken from `client`'s pool for pipelining across calls.
 
@@ -89,6 +94,7 @@ class Link:
         self._conn: Connection | None = None
         self._buffer = bytearray()  # bytes read from the socket, not yet handed out
         self._start = 0  # where the next reply begins in _buffer
+        self._hiredis = _reader()  # for replies other than stream reads, one whole at a time
         self.owed = 0  # replies sent for and not yet read
 
     def send(self, data: bytes, replies: int) -> None:
@@ -101,29 +107,37 @@ class Link:
 
     def read(self) -> Any:
         """The next reply; a Redis error reply is raised as redis.ResponseError."""
-        reader = hiredis.Reader(protocolError=redis.InvalidResponse,
-                                replyError=BaseParser.parse_error)
-        reader.feed(self._next_reply())
-        reply = reader.gets()
-        if isinstance(reply, redis.ResponseError):
-            raise reply
-        return reply
+        return self._parsed(self._next_reply())
 
     def read_batch(self, xread: bool) -> ReadBatch:
         """The next reply, an XREAD of one stream (`xread`) or an XRANGE, as its entries."""
         raw = self._next_reply()
-        if raw[:1] in (b"-", b"!"):  # an error reply: raised as `read` raises it
-            reader = hiredis.Reader(replyError=BaseParser.parse_error)
-            reader.feed(raw)
-            raise reader.gets()
+        if raw[:1] in (b"-", b"!"):
+            self._parsed(raw)  # an error reply: raised as `read` raises it
         return ReadBatch.of_reply(raw, xread)
 
     def call(self, command: Command) -> Any:
         """Send one command and wait for its reply (nothing else may be owed)."""
+        self._send_alone(command)
+        return self.read()
+
+    def call_batch(self, command: Command, xread: bool) -> ReadBatch:
+        """`call` for a stream read: its entries (see `read_batch`)."""
+        self._send_alone(command)
+        return self.read_batch(xread)
+
+    def _send_alone(self, command: Command) -> None:
         if self.owed:
             raise RuntimeError(f"{self.owed} replies still owed on this link")
         self.send(packed(command), 1)
-        return self.read()
+
+    def _parsed(self, raw: bytes) -> Any:
+        """One whole reply through hiredis, as redis-py gives it (its error classes)."""
+        self._hiredis.feed(raw)
+        reply = self._hiredis.gets()
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     def close(self) -> None:
         """Give the connection back; dropped if replies are still owed (they are lost)."""
@@ -135,6 +149,7 @@ class Link:
         self.owed = 0
         self._buffer.clear()
         self._start = 0
+        self._hiredis = _reader()
 
     def _next_reply(self) -> bytes:
         if self._conn is None or not self.owed:

@@ -37,9 +37,10 @@ from models.ticks import InvalidTick, normalize_ticker
 from service import topology
 from service.config import Settings
 from service.entries import CONTROL
-from service.ingest import Counters, Engine, describe_model
+from service.ingest import Engine
 from service.layout import Layout
 from service.lease import Lease
+from service.loop_figures import Counters, describe_model
 from service.membership import Membership, process_of
 from service.records import parse_id
 from service.shards import check_shard_count, shard_of
