@@ -64,7 +64,7 @@ class Config:
     snapshot_ticks: int = 200_000  # drained to fill the rows of the snapshot measured
     naive_ticks: int = 20  # predict calls per naive run (each costs ~100 ms)
     latency_rate: float = 2_000.0
-    latency_s: float = 30.0
+    latency_s: float = 20.0  # per probe (floor, after, poll) and round
     http_s: float = 10.0  # per wrk run
     ingest_rate: float = 20_000.0  # ticks/s fed during the "while ingesting" HTTP runs
     memory_tickers: tuple[int, ...] = (500, 5_000)
@@ -126,7 +126,7 @@ class Results:
     recovery: list[Recovery] = field(default_factory=list)
     snapshot: list[SnapshotCost] = field(default_factory=list)
     naive: list[float] = field(default_factory=list)
-    latency: latency.Latency | None = None
+    latency: dict[latency.Probe, list[latency.Latency]] = field(default_factory=dict)
     latency_everysec: latency.Latency | None = None  # diagnostic: without fsync per write
     http: dict[str, list[float]] = field(default_factory=dict)
     http_skipped: str | None = None
@@ -278,11 +278,13 @@ def run_service_scenarios(cfg: Config, server: EmbeddedRedis, model_dir: Path,
 def run_latency_http_growth(cfg: Config, svc: Server, server: EmbeddedRedis, stream: str,
                             n: int, workdir: Path, res: Results,
                             say: Callable[[str], None]) -> None:
-    say(f"[latency] {cfg.latency_rate:,.0f} ticks/s for {cfg.latency_s:.0f}s")
-    res.latency = latency.measure(svc, server.port, stream, n, cfg.latency_rate, cfg.latency_s)
-    lat = res.latency
-    say(f"[latency] p50 {lat.p50_ms:.2f} ms, p99 {lat.p99_ms:.2f} ms, max {lat.max_ms:.2f} ms "
-        f"over {lat.probes} probes at {lat.rate:,.0f} ticks/s")
+    say(f"[latency] {cfg.latency_rate:,.0f} ticks/s, {cfg.latency_s:.0f}s per probe and round")
+    bare = bare_app(workdir).start()  # the floor: XADD + one GET with no model, no loop
+    try:
+        res.latency = latency.measure_all(svc, bare, server.port, stream, n, cfg.latency_rate,
+                                          cfg.latency_s, cfg.rounds, say)
+    finally:
+        bare.stop()
     client = redis.Redis.from_url(server.url)
     client.config_set("appendfsync", "everysec")  # how much of it is fsync: XADD and EXEC
     try:
@@ -292,8 +294,8 @@ def run_latency_http_growth(cfg: Config, svc: Server, server: EmbeddedRedis, str
         client.config_set("appendfsync", "always")
         client.close()
     lat = res.latency_everysec
-    say(f"[latency] with appendfsync everysec: p50 {lat.p50_ms:.2f} ms, p99 {lat.p99_ms:.2f} "
-        f"ms, max {lat.max_ms:.2f} ms")
+    say(f"[latency] with appendfsync everysec, after: p50 {lat.p50_ms:.2f} ms, p99 "
+        f"{lat.p99_ms:.2f} ms, max {lat.max_ms:.2f} ms")
 
     if not http_load.wrk_available():
         res.http_skipped = "wrk not installed (apt-get install wrk)"
@@ -366,6 +368,35 @@ def run(cfg: Config, say: Callable[[str], None] = print) -> Results:
 # ---- the report
 
 
+def latency_rows(res: Results) -> list[tuple[str, str, str, str, str]]:
+    """Medians over the rounds; each probe against the floor of the same round."""
+    floor = res.latency.get("floor", [])
+    rows = []
+    for probe, label, target in (("after", "one GET ?after= (read-your-writes)",
+                                  "p50 ≤ 2, p99 ≤ 10"),
+                                 ("poll", "polling GET every 0.2 ms", "")):
+        runs = res.latency.get(probe, [])
+        if not runs:
+            continue
+        base = (f"floor {median([f.p50_ms for f in floor]):.2f} / "
+                f"{median([f.p99_ms for f in floor]):.2f} (XADD alone "
+                f"{median([f.xadd_p50_ms for f in floor]):.2f})" if floor else "")
+        ratio = (f"{median([r.p50_ms / f.p50_ms for r, f in zip(runs, floor, strict=True)]):.2f}x"
+                 if len(floor) == len(runs) else "")
+        rows.append((f"latency XADD → visible, {label}, at {runs[0].rate:,.0f} ticks/s, "
+                     "p50 / p99 / max (ms)",
+                     f"{median([r.p50_ms for r in runs]):.2f} / "
+                     f"{median([r.p99_ms for r in runs]):.2f} / "
+                     f"{max(r.max_ms for r in runs):.2f}", base, ratio, target))
+    lat = res.latency_everysec
+    if lat is not None:
+        rows.append(("latency XADD → visible, one GET ?after=, Redis fsync everysec, "
+                     "p50 / p99 / max (ms)",
+                     f"{lat.p50_ms:.2f} / {lat.p99_ms:.2f} / {lat.max_ms:.2f}",
+                     f"{lat.probes} probes", "", ""))
+    return rows
+
+
 def table(res: Results) -> str:
     """The figures as a Markdown table: median, baseline, ratio, target."""
     cfg = res.config
@@ -408,13 +439,7 @@ def table(res: Results) -> str:
         naive = median(res.naive)
         rows.append(("naive model.predict per tick (ticks/s)", f"{naive:,.2f}",
                      f"engine uniform {uniform:,.0f}", f"{uniform / naive:,.0f}x", "≥ 5,000x"))
-    for lat, label, target in ((res.latency, "", "p50 ≤ 2, p99 ≤ 10"),
-                               (res.latency_everysec, ", Redis fsync everysec", "")):
-        if lat is not None:
-            rows.append((f"latency XADD → GET at {lat.rate:,.0f} ticks/s{label}, "
-                         "p50 / p99 / max (ms)",
-                         f"{lat.p50_ms:.2f} / {lat.p99_ms:.2f} / {lat.max_ms:.2f}",
-                         f"{lat.probes} probes", "", target))
+    rows += latency_rows(res)
     if res.http:
         bare = median(res.http["bare"])
         for key, label, target in (("idle", "ingest idle", "≥ 0.8x"),
@@ -455,7 +480,7 @@ def check(res: Results) -> list[str]:
     missing += ["recovery"] * (len(res.recovery) != cfg.rounds)
     missing += ["snapshot"] * (len(res.snapshot) != cfg.rounds)
     missing += ["naive"] * (len(res.naive) != cfg.rounds)
-    missing += ["latency"] * (res.latency is None or res.latency.probes == 0)
+    missing += ["latency"] * (not res.latency.get("after"))
     missing += ["http"] * (not res.http and res.http_skipped is None)
     missing += [f"rss N={n}" for n in cfg.memory_tickers if n not in res.rss_kb]
     missing += ["growth"] * (res.growth is None)

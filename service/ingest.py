@@ -47,6 +47,7 @@ from service.reader import TickReader, stream_counts
 from service.records import decode_prediction, format_id, parse_id
 from service.recovery import entries_behind, first_snapshot
 from service.redis_io import Link, connect, write_refusal
+from service.served_waits import ServedWaits
 from service.snapshot import Snapshot
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
 from service.state import NO_CURSOR, RowState
@@ -108,6 +109,7 @@ class Engine:
         self._output_cursor = NO_CURSOR  # outputs of entries up to here are in Redis
         self._in_hand: Sequence[RawEntry] = []  # read, not yet prepared
         self._unsent: _Prepared | None = None  # stepped and published, commit not yet sent
+        self.served = ServedWaits()  # for readers that wait to see an entry's outputs
         self._in_flight: _Prepared | None = None  # sent, not yet confirmed
         self._snapshot_cursor: tuple[int, int] | None = None  # of the last snapshot
         self._snapshot_due = 0.0  # time.monotonic() when the next one is due
@@ -196,6 +198,10 @@ class Engine:
     def snapshot_of(self, ticker: str) -> Snapshot:
         """The snapshot that holds `ticker`'s prediction, if any engine here has one."""
         return self._snapshot
+
+    def served_of(self, ticker: str) -> ServedWaits:
+        """Where a reader waits to see `ticker`'s outputs of a stream entry."""
+        return self.served
 
     def tickers(self) -> dict[str, Row]:
         return dict(self._tickers)
@@ -446,6 +452,8 @@ class Engine:
             # else this process already serves further on (stepped, its commit lost): the
             # replay commits those very predictions again
             self._snapshot = Snapshot.of(predictions, time.time(), out)
+            if out:
+                self.served.reached(self._output_cursor)
         self._publish_registry()
         self._scores_cursor = None
         self._publish_scores(force=True)
@@ -480,6 +488,7 @@ class Engine:
             # commit only makes its outputs durable (and fences them); waiting for its
             # fsync, or the previous batch's, before serving would add one or two fsyncs.
             self._publish(prepared.outputs)
+            self.served.reached(prepared.cursor)
             if prepared.tickers_changed:  # the rows of the tickers just served
                 self._publish_registry()
             prepared.packed = commit_command(self._layout, self._commit_sha, self._lease.token,

@@ -43,6 +43,7 @@ from service.lease import Lease
 from service.loop_figures import Counters, describe_model
 from service.membership import Membership, process_of
 from service.records import parse_id
+from service.served_waits import ServedWaits
 from service.shards import check_shard_count, shard_of
 from service.snapshot import Prediction, Snapshot
 from service.types import Row
@@ -247,6 +248,11 @@ class ShardedEngine:
         """The snapshot holding `ticker`'s prediction; None: another engine's shard."""
         engine = self.engine_of(ticker)
         return None if engine is None else engine.snapshot
+
+    def served_of(self, ticker: str) -> ServedWaits | None:
+        """Where a reader waits to see `ticker`'s outputs; None: another engine's shard."""
+        engine = self.engine_of(ticker)
+        return None if engine is None else engine.served
 
     def tickers(self) -> dict[str, Row]:
         """Ticker -> its row in its shard's model, for the shards run here."""

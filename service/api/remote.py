@@ -7,17 +7,19 @@ it runs, from those records for the others. One pipelined round trip per request
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from service.records import decode_prediction
+from service.records import decode_prediction, parse_id
 from service.sharded import Remote
 from service.snapshot import Prediction
 
 AnyRedis = Redis | RedisCluster
+REMOTE_POLL_S = 0.005  # between reads of another shard's output cursor, while a GET waits
 
 
 def cursor_age(cursor: bytes | None) -> float | None:
@@ -26,6 +28,20 @@ def cursor_age(cursor: bytes | None) -> float | None:
     if cursor is None:
         return None
     return round(max(0.0, time.time() - int(cursor.partition(b"-")[0]) / 1000), 3)
+
+
+async def remote_served_through(redis: AnyRedis, remote: Remote, cursor: tuple[int, int],
+                                timeout: float) -> bool:
+    """Wait until the shard's owner has written the outputs of every entry up to `cursor`
+    (its output cursor, polled: another process's progress has no push to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        written = await redis.get(remote.output_cursor)
+        if written is not None and parse_id(written.decode()) >= cursor:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(REMOTE_POLL_S)
 
 
 async def remote_prediction(redis: AnyRedis, remote: Remote,

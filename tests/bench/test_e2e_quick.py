@@ -20,8 +20,10 @@ def test_quick_bench_drains_everything_and_reports_every_figure() -> None:
         for run in runs["engine"] + runs["bare"]:
             assert run.rate() > 0, label
     assert all(rate > 0 for rate in res.naive)
-    assert res.latency is not None and res.latency.probes > 0
-    assert math.isfinite(res.latency.p99_ms)
+    assert set(res.latency) == {"floor", "after", "poll"}
+    for runs in res.latency.values():
+        assert all(r.probes > 0 and math.isfinite(r.p99_ms) for r in runs)
+    assert res.latency_everysec is not None and res.latency_everysec.probes > 0
     assert set(res.rss_kb) == set(e2e.QUICK.memory_tickers)
     assert res.growth is not None and len(res.growth.samples) >= 2
     assert res.http_skipped or set(res.http) == {"bare", "idle", "ingesting"}

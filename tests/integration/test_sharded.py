@@ -127,6 +127,12 @@ def test_any_engine_answers_for_any_ticker_over_http(
         reset = c.post(f"/v1/tickers/{remote}/reset")
         assert reset.status_code == 200 and reset.json()["row"] is None
         assert c.get(f"/v1/predictions/{remote}/history").json()["history"][-1]["steps"] == 1
+        local = next(t for t in tickers if shard_of(t, SHARDS) in mine)
+        for t in (local, remote):  # read-your-writes: `after` waits for that shard's entry
+            entry = redis_client.xadd(shard_stream("ticks", shard_of(t, SHARDS)),
+                                      {"ticker": t, "price": "50.0"}).decode()
+            body = c.get(f"/v1/predictions/{t}?after={entry}&wait=5").json()
+            assert body["stream_id"] == entry and body["last_price"] == 50.0, t
         shards = c.get("/v1/shards").json()["shards"]
         assert [s["stream"] for s in shards] == [f"ticks:{{{s}}}" for s in range(SHARDS)]
         assert sum(s["tickers"] for s in shards) == 16

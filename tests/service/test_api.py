@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,6 +97,51 @@ def test_one_ticker_is_case_folded_unknown_is_404_bad_is_422(client) -> None:
 
         bad = c.get("/v1/predictions/" + "X" * 40)
         assert bad.status_code == 422 and "1-16 chars" in bad.json()["detail"]
+
+
+def test_after_answers_once_that_entry_is_served_without_polling(client, redis_client) -> None:
+    """Read-your-writes: a GET with `after` set to an entry not yet in the stream waits for
+    it, and answers with that entry's prediction as soon as it is served."""
+    with client() as c:
+        first = c.post("/v1/ticks", json={"ticker": "AFT1", "price": 10.0}).json()["ids"][0]
+        served = c.get(f"/v1/predictions/aft1?after={first}&wait=5").json()
+        assert served["stream_id"] == first and served["steps"] == 1  # the first GET
+        # an entry the producer has not sent yet, with an ID it will give it explicitly
+        later = f"{parse_id(first)[0] + 1}-7"
+        answers: list[Any] = []
+        waiting = threading.Thread(target=lambda: answers.append(
+            c.get(f"/v1/predictions/AFT1?after={later}&wait=5")))
+        waiting.start()
+        time.sleep(0.3)
+        assert waiting.is_alive()  # not answered: the entry is not in the stream yet
+        redis_client.xadd("ticks", {"ticker": "AFT1", "price": "10.5"}, id=later)
+        waiting.join(10)
+        assert answers[0].status_code == 200
+        assert answers[0].json()["stream_id"] == later and answers[0].json()["steps"] == 2
+
+        # never served within `wait`: what is served then (the client compares stream_id)
+        t0 = time.monotonic()
+        stale = c.get(f"/v1/predictions/AFT1?after={parse_id(later)[0] + 60_000}&wait=0.2")
+        assert stale.status_code == 200 and stale.json()["stream_id"] == later
+        assert time.monotonic() - t0 >= 0.2
+        # a dead-lettered entry is served too (as a dead letter): the wait ends at it
+        bad = redis_client.xadd("ticks", {"ticker": "AFT1", "price": "-1"}).decode()
+        t0 = time.monotonic()
+        dead = c.get(f"/v1/predictions/AFT1?after={bad}&wait=5")
+        assert dead.json()["stream_id"] == later and time.monotonic() - t0 < 4
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("after=abc", "must be a stream ID"), ("after=1-2-3", "must be a stream ID"),
+    ("after=1-0%0A", "must be a stream ID"),  # a trailing newline, which `$` would let in
+    ("after=1-0&wait=9", "from 0 to 5"), ("after=1-0&wait=-1", "from 0 to 5"),
+    ("after=1-0&wait=nan", "from 0 to 5"), ("after=1-0&wait=soon", "from 0 to 5"),
+    ("after=1-0&wait=0_1", "from 0 to 5"), ("wait=6", "from 0 to 5"),  # without `after` too: the schema's range holds either way
+])
+def test_a_bad_after_or_wait_is_422(client, query: str, says: str) -> None:
+    with client() as c:
+        r = c.get(f"/v1/predictions/X1?{query}")
+    assert r.status_code == 422 and says in r.json()["detail"], r.text
 
 
 def test_predictions_filter_names_the_unknown(client) -> None:
@@ -323,10 +369,14 @@ def test_one_prediction_documents_its_path_parameter_and_errors(redis_url, artif
     """The route reads `ticker` itself (no declared parameter): /docs must still list it."""
     app = create_app(Settings(redis_url=redis_url), artifact)
     get = app.openapi()["paths"]["/v1/predictions/{ticker}"]["get"]
-    assert get["parameters"] == [{"in": "path", "name": "ticker", "required": True,
-                                  "description": "any case",
-                                  "schema": {"title": "Ticker", "type": "string",
-                                             "pattern": "^[A-Za-z0-9._-]{1,16}$"}}]
+    ticker, after, wait = get["parameters"]
+    assert ticker == {"in": "path", "name": "ticker", "required": True,
+                      "description": "any case",
+                      "schema": {"title": "Ticker", "type": "string",
+                                 "pattern": "^[A-Za-z0-9._-]{1,16}$"}}
+    assert (after["in"], after["name"], after["required"]) == ("query", "after", False)
+    assert after["schema"]["pattern"] == "^[0-9]{1,20}(-[0-9]{1,20})?$"
+    assert (wait["name"], wait["schema"]["minimum"], wait["schema"]["maximum"]) == ("wait", 0, 5)
     assert {"200", "401", "404", "422"} <= set(get["responses"])
     assert get["tags"] == ["predictions"]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -21,9 +23,10 @@ from service.api.deps import (
     problem,
     snapshot_age,
 )
-from service.api.remote import remote_prediction, remote_predictions
+from service.api.remote import remote_prediction, remote_predictions, remote_served_through
 from service.prediction_stream import stream_predictions
-from service.sharded import ShardedEngine
+from service.records import parse_id
+from service.sharded import AnyEngine, ShardedEngine
 from service.shards import Routing, shard_of
 from service.snapshot import Prediction, Snapshot
 
@@ -150,17 +153,69 @@ async def history(
 TICKER_PARAMETER: dict[str, object] = {
     "in": "path", "name": "ticker", "required": True, "description": "any case",
     "schema": {"title": "Ticker", "type": "string", "pattern": TICKER_INPUT}}
+STREAM_ID_INPUT = r"^[0-9]{1,20}(-[0-9]{1,20})?$"
+WAIT_DEFAULT_S, WAIT_MAX_S = 1.0, 5.0
+AFTER_PARAMETERS: list[dict[str, object]] = [
+    {"in": "query", "name": "after", "required": False,
+     "description": "a stream ID (e.g. the one XADD returned for your tick): answer once "
+     "the engine has served every entry up to it, at most `wait` seconds from now; the "
+     "answer's `stream_id` then says whether that tick was applied",
+     "schema": {"title": "After", "type": "string", "pattern": STREAM_ID_INPUT}},
+    {"in": "query", "name": "wait", "required": False,
+     "description": "with `after`: the longest wait in seconds; past it the answer is "
+     "what is served then",
+     "schema": {"title": "Wait", "type": "number", "minimum": 0, "maximum": WAIT_MAX_S,
+                "default": WAIT_DEFAULT_S}},
+]
+_STREAM_ID = re.compile(STREAM_ID_INPUT)
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
+
+
+def _after(request: Request) -> tuple[tuple[int, int], float] | None:
+    """`after` as a position and `wait` in seconds; None without `after`; 422 if either
+    is wrong (`wait` also without `after`: the schema states its range either way)."""
+    query = request.query_params
+    after, raw_wait = query.get("after"), query.get("wait")
+    if raw_wait is None:
+        wait = WAIT_DEFAULT_S
+    else:  # a JSON number, as the schema says: not float()'s "nan", " 1", "0_1"
+        wait = float(raw_wait) if _JSON_NUMBER.match(raw_wait) else math.nan
+    if not 0 <= wait <= WAIT_MAX_S:  # NaN fails too
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"wait {str(raw_wait)[:40]!r} must be seconds from 0 to "
+                            f"{WAIT_MAX_S:g}")
+    if after is None:
+        return None
+    if not _STREAM_ID.fullmatch(after):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"after {after[:40]!r} must be a stream ID: ms or ms-seq")
+    return parse_id(after), wait
+
+
+async def _wait_served(request: Request, engine: AnyEngine, ticker: str,
+                       cursor: tuple[int, int], wait: float) -> None:
+    """Until the ticker's shard has served entry `cursor` (or `wait` seconds pass)."""
+    waits = engine.served_of(ticker)
+    if waits is not None:
+        await waits.until(cursor, wait)
+    else:  # another engine runs its shard: its written outputs are what is served here
+        assert isinstance(engine, ShardedEngine)
+        await remote_served_through(request.app.state.redis_bytes, engine.remote(ticker),
+                                    cursor, wait)
 
 
 @router.get("/{ticker}", response_model=OnePrediction,
             responses={404: problem("no tick of this ticker applied yet")},
-            openapi_extra={"parameters": [TICKER_PARAMETER]})
+            openapi_extra={"parameters": [TICKER_PARAMETER, *AFTER_PARAMETERS]})
 async def one_prediction(request: Request) -> Response:
-    """One ticker's latest prediction (404 until a tick of it has been applied)."""
+    """One ticker's latest prediction (404 until a tick of it has been applied). With
+    `after`, once the engine has served that stream entry: read-your-writes, no polling."""
     # The hot read: no dependencies, no declared parameters. FastAPI resolving them cost
     # ~80 us a request, a fifth of this route's requests/s against a bare constant route.
     ticker = parse_ticker(request.path_params["ticker"])
     engine = request.app.state.engine
+    if request.scope["query_string"] and (after := _after(request)) is not None:
+        await _wait_served(request, engine, ticker, *after)
     snapshot: Snapshot | None = engine.snapshot_of(ticker)
     served, age = "", 0.0
     if snapshot is None:  # another engine runs its shard: its records in Redis

@@ -1,0 +1,95 @@
+"""Readers waiting for a stream position: woken by the loop thread, never left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+
+from service.served_waits import ServedWaits
+
+
+def test_a_position_served_already_answers_at_once_a_later_one_after_reached() -> None:
+    waits = ServedWaits()
+    waits.reached((5, 0))
+
+    async def scenario() -> list[bool]:
+        now = await waits.until((5, 0), timeout=0)
+        later = asyncio.create_task(waits.until((7, 1), timeout=10))
+        await asyncio.sleep(0.05)
+        pending = not later.done()
+        threading.Thread(target=waits.reached, args=((7, 1),)).start()  # as the loop does
+        return [now, pending, await later]
+
+    assert asyncio.run(scenario()) == [True, True, True]
+    assert waits.served == (7, 1)
+
+
+def test_a_wait_that_times_out_says_so_and_leaves_no_waiter() -> None:
+    waits = ServedWaits()
+    waits.reached((1, 0))
+    assert asyncio.run(waits.until((2, 0), timeout=0.05)) is False
+    assert waits._waiting == []  # a waiter left behind would be a leak per timed-out GET
+    waits.reached((3, 0))  # and nothing to wake: no error, no late callback
+    assert waits.served == (3, 0)
+
+
+def test_positions_never_go_back() -> None:
+    waits = ServedWaits()
+    waits.reached((9, 0))
+    waits.reached((4, 0))
+    assert waits.served == (9, 0)
+
+
+def test_a_position_served_between_the_check_and_the_registration_is_not_missed() -> None:
+    """The loop announces the position right after the reader found it unserved and before
+    its registration: the reader must still answer (at once, not at its timeout)."""
+    waits = ServedWaits()
+
+    class LoopRunsFirst:
+        """The reader's lock, with the loop thread's announcement slipped in before it."""
+
+        def __init__(self, lock: threading.Lock) -> None:
+            self.lock = lock
+
+        def __enter__(self) -> None:
+            waits.reached((2, 0))  # reads no waiter yet: the fast path, no lock taken
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    waits._lock = LoopRunsFirst(threading.Lock())  # type: ignore[assignment]
+    assert asyncio.run(asyncio.wait_for(waits.until((2, 0), timeout=30), 5)) is True
+
+
+def test_every_waiter_wakes_while_the_loop_races_ahead() -> None:
+    """Readers register while another thread announces positions as fast as it can: each
+    reader whose position gets served must wake (none misses the announcement between its
+    check and its registration)."""
+    waits = ServedWaits()
+    last = 30_000
+
+    def loop_thread() -> None:
+        for i in range(1, last + 1):
+            waits.reached((i, 0))
+
+    async def scenario() -> list[bool]:
+        readers = []
+        announcer = threading.Thread(target=loop_thread)
+        announcer.start()
+        for i in range(1, last + 1, 3):
+            readers.append(asyncio.create_task(waits.until((i, 0), timeout=2)))
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*readers)
+        announcer.join()
+        return results
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads interleave between any two bytecodes
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(results) == len(range(1, last + 1, 3)) and all(results)
+    assert waits._waiting == []
