@@ -136,7 +136,8 @@ def test_after_answers_once_that_entry_is_served_without_polling(client, redis_c
     ("after=1-0%0A", "must be a stream ID"),  # a trailing newline, which `$` would let in
     ("after=1-0&wait=9", "from 0 to 5"), ("after=1-0&wait=-1", "from 0 to 5"),
     ("after=1-0&wait=nan", "from 0 to 5"), ("after=1-0&wait=soon", "from 0 to 5"),
-    ("after=1-0&wait=0_1", "from 0 to 5"), ("wait=6", "from 0 to 5"),  # without `after` too: the schema's range holds either way
+    ("after=1-0&wait=0_1", "from 0 to 5"),
+    ("wait=6", "from 0 to 5"),  # without `after` too: the schema's range holds either way
 ])
 def test_a_bad_after_or_wait_is_422(client, query: str, says: str) -> None:
     with client() as c:
