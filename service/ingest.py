@@ -48,7 +48,7 @@ from service.records import decode_prediction, format_id, parse_id
 from service.recovery import entries_behind, first_snapshot
 from service.redis_io import Link, connect, write_refusal
 from service.served_waits import ServedWaits
-from service.snapshot import Snapshot
+from service.snapshot import Snapshot, with_latest
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
 from service.state import NO_CURSOR, RowState
 from service.types import Row
@@ -608,11 +608,7 @@ class Engine:
         old = self._snapshot
         predictions = old.predictions
         if outputs.latest or outputs.evicted:
-            fresh = dict(predictions)
-            for ticker in outputs.evicted:
-                fresh.pop(ticker, None)
-            fresh.update((p.ticker, p) for p in outputs.latest)
-            predictions = MappingProxyType(fresh)
+            predictions = with_latest(predictions, outputs.latest, outputs.evicted)
         self._snapshot = Snapshot(predictions, time.time(), outputs.cursor or old.stream_id)
 
     def _publish_scores(self, force: bool = False) -> None:

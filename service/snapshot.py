@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
@@ -72,3 +72,67 @@ class Snapshot:
            stream_id: StreamId | None) -> Snapshot:
         """Wrap a dict the caller hands over (and must not touch again) read-only."""
         return cls(MappingProxyType(predictions), fresh_at, stream_id)
+
+
+MIN_TOP = 64  # tickers on top before a merge, however small the base
+TOP_SHARE = 8  # or an eighth of the base
+
+
+class LayeredPredictions(Mapping[str, Prediction]):
+    """Read-only predictions: a base map, and on top the tickers moved since it was built.
+
+    Publishing a batch copies the top and adds the batch's moved tickers, not all N: a
+    dict copy of every ticker per batch cost O(N) each time a few ticks came (at N =
+    5,000, 2,000 one-tick batches a second, 10 million entries copied a second). Once the
+    top holds an eighth of the base they merge into a new base: O(1) per change,
+    amortized. Iteration order is that of `dict(base) | top`, as the full copy had it.
+    """
+
+    __slots__ = ("_base", "_len", "_top")
+
+    def __init__(self, base: Mapping[str, Prediction], top: dict[str, Prediction],
+                 length: int) -> None:
+        self._base, self._top, self._len = base, top, length
+
+    def __getitem__(self, ticker: str) -> Prediction:
+        found = self._top.get(ticker)
+        return self._base[ticker] if found is None else found
+
+    def get(self, ticker: str, default: Prediction | None = None) -> Prediction | None:  # type: ignore[override]
+        found = self._top.get(ticker)
+        return self._base.get(ticker, default) if found is None else found
+
+    def __contains__(self, ticker: object) -> bool:
+        return ticker in self._top or ticker in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        base = self._base
+        yield from base
+        yield from (t for t in self._top if t not in base)
+
+    def __len__(self) -> int:
+        return self._len
+
+
+def with_latest(predictions: Mapping[str, Prediction], latest: list[Prediction],
+                evicted: list[str]) -> Mapping[str, Prediction]:
+    """`predictions` with a batch's latest ones put in and its evicted tickers taken out;
+    `predictions` itself is left as it is (readers may hold it)."""
+    if isinstance(predictions, LayeredPredictions):
+        base, top, length = predictions._base, predictions._top, predictions._len
+    else:
+        base, top, length = predictions, {}, len(predictions)
+    if evicted or len(top) + len(latest) > max(MIN_TOP, len(base) // TOP_SHARE):
+        merged = dict(base)
+        merged.update(top)
+        for ticker in evicted:
+            merged.pop(ticker, None)
+        merged.update((p.ticker, p) for p in latest)
+        return MappingProxyType(merged)
+    top = dict(top)
+    for p in latest:
+        t = p.ticker
+        if t not in top and t not in base:
+            length += 1
+        top[t] = p
+    return LayeredPredictions(base, top, length)
