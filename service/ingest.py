@@ -109,7 +109,6 @@ class Engine:
         self._output_cursor = NO_CURSOR  # outputs of entries up to here are in Redis
         self._in_hand: Sequence[RawEntry] = []  # read, not yet prepared
         self._unsent: _Prepared | None = None  # stepped and published, commit not yet sent
-        self.served = ServedWaits()  # for readers that wait to see an entry's outputs
         self._in_flight: _Prepared | None = None  # sent, not yet confirmed
         self._snapshot_cursor: tuple[int, int] | None = None  # of the last snapshot
         self._snapshot_due = 0.0  # time.monotonic() when the next one is due
@@ -117,6 +116,7 @@ class Engine:
         self._lag_polled_at = 0.0
         # published to other threads (each attribute swapped whole)
         self._snapshot = Snapshot.of({}, time.time(), None)
+        self.served = ServedWaits()  # readers waiting for an entry's outputs (?after=)
         self._tickers: Mapping[str, Row] = MappingProxyType({})
         self._capacity = self._state.registry.capacity
         self._scores = self._state.evaluator.copy(0)
@@ -414,6 +414,7 @@ class Engine:
 
     def _enter_standby(self) -> None:
         self._standby, self._connected = True, True
+        self.served.close()  # nothing more is served here until it takes over again
         self._reader.caught_up = False
         self._last_error = (f"standby: the lease {self._lease.key} is held by "
                             f"{self._lease.holder()}; taking over once it is released or "

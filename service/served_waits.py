@@ -10,11 +10,14 @@ serves; waiting readers are asyncio futures, resolved on their own event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from service.state import NO_CURSOR
 
 Cursor = tuple[int, int]  # a parsed stream ID (service.records.parse_id)
+NONE_WAITING: Cursor = (2**64, 0)  # past any stream ID
+Waiter = tuple[Cursor, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
 class ServedWaits:
@@ -23,55 +26,68 @@ class ServedWaits:
     def __init__(self) -> None:
         self._served: Cursor = NO_CURSOR
         self._lock = threading.Lock()
-        self._waiting: list[tuple[Cursor, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    @property
-    def served(self) -> Cursor:
-        return self._served
+        self._waiting: list[Waiter] = []
+        self._first_due: Cursor = NONE_WAITING  # the lowest position a reader waits for
 
     def reached(self, cursor: Cursor) -> None:
         """Called by the loop thread once everything up to `cursor` is served.
 
-        Without readers waiting this is an assignment and a check: the position is written
-        before the list is read, and a reader appends before it reads the position, so one
-        of the two always sees the other (the GIL orders them).
+        While no reader waits for a position this far, this is an assignment and a
+        comparison: the position is written before `_first_due` is read, and a reader
+        lowers `_first_due` before it reads the position, so one of the two always sees
+        the other (the GIL orders them).
         """
         if cursor <= self._served:
             return
         self._served = cursor
-        if not self._waiting:
+        if cursor < self._first_due:
             return
         with self._lock:
             due = [w for w in self._waiting if w[0] <= cursor]
             self._waiting = [w for w in self._waiting if w[0] > cursor]
-        for _, loop, future in due:
-            loop.call_soon_threadsafe(_resolve, future)
+            self._first_due = min((w[0] for w in self._waiting), default=NONE_WAITING)
+        _wake(due)
+
+    def close(self) -> None:
+        """Wake every reader now (`until` returns False): this engine stops serving (it
+        stands by, or hands the shard over), so nothing it would wait for here comes."""
+        with self._lock:
+            due, self._waiting, self._first_due = self._waiting, [], NONE_WAITING
+        _wake(due)
 
     async def until(self, cursor: Cursor, timeout: float) -> bool:
-        """Wait until `cursor` is served; False if `timeout` seconds pass first."""
+        """Wait until `cursor` is served; False if `timeout` seconds pass first, or if the
+        engine stops serving meanwhile (`close`)."""
         if cursor <= self._served:
             return True
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        waiter = (cursor, loop, future)
+        waiter: Waiter = (cursor, loop, loop.create_future())
         with self._lock:
             self._waiting.append(waiter)
+            self._first_due = min(self._first_due, cursor)
         if cursor <= self._served:  # served between the first check and the append
             self._forget(waiter)
             return True
         try:
-            await asyncio.wait_for(future, timeout)
-            return True
+            await asyncio.wait_for(waiter[2], timeout)
         except TimeoutError:
             return False
         finally:
             self._forget(waiter)
+        return cursor <= self._served
 
-    def _forget(self, waiter: tuple[Cursor, asyncio.AbstractEventLoop,
-                                    asyncio.Future[None]]) -> None:
+    def _forget(self, waiter: Waiter) -> None:
         with self._lock:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
+                self._first_due = min((w[0] for w in self._waiting), default=NONE_WAITING)
+
+
+def _wake(due: list[Waiter]) -> None:
+    for _, loop, future in due:
+        # RuntimeError: its event loop is closed, so nobody is waiting any more
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

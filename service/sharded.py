@@ -182,6 +182,7 @@ class ShardedEngine:
         self._engines = MappingProxyType({s: e for s, e in self._engines.items()
                                           if s != shard})
         engine.finish()
+        engine.served.close()  # readers waiting on it turn to the new owner's outputs
         engine.close()
 
     def _preferred(self, live: list[str], share: int) -> list[int]:

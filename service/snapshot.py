@@ -84,8 +84,9 @@ class LayeredPredictions(Mapping[str, Prediction]):
     Publishing a batch copies the top and adds the batch's moved tickers, not all N: a
     dict copy of every ticker per batch cost O(N) each time a few ticks came (at N =
     5,000, 2,000 one-tick batches a second, 10 million entries copied a second). Once the
-    top holds an eighth of the base they merge into a new base: O(1) per change,
-    amortized. Iteration order is that of `dict(base) | top`, as the full copy had it.
+    top would hold more than an eighth of the base (or 64), or a ticker is evicted, they
+    merge into a new base, so a batch copies at most ~N/8 entries, ~N/16 on average with
+    distinct tickers. Iteration order is that of `dict(base) | top`, as the full copy had.
     """
 
     __slots__ = ("_base", "_len", "_top")

@@ -2,7 +2,8 @@
 
 Each shard's owner writes every moved ticker's latest-prediction record with each commit
 (service/commit.py), so any engine can answer for any ticker: from memory for the shards
-it runs, from those records for the others. One pipelined round trip per request.
+it runs, from those records for the others. One pipelined round trip per request (a
+GET with `?after=` also polls the shard's output cursor until it gets there).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from service.sharded import Remote
 from service.snapshot import Prediction
 
 AnyRedis = Redis | RedisCluster
-REMOTE_POLL_S = 0.005  # between reads of another shard's output cursor, while a GET waits
+# between reads of another shard's output cursor while a GET waits: doubling, so that many
+# waiting GETs do not poll Redis every few ms each for long
+REMOTE_POLL_S = (0.002, 0.05)
 
 
 def cursor_age(cursor: bytes | None) -> float | None:
@@ -35,13 +38,16 @@ async def remote_served_through(redis: AnyRedis, remote: Remote, cursor: tuple[i
     """Wait until the shard's owner has written the outputs of every entry up to `cursor`
     (its output cursor, polled: another process's progress has no push to wait on)."""
     deadline = time.monotonic() + timeout
+    pause, longest = REMOTE_POLL_S
     while True:
         written = await redis.get(remote.output_cursor)
         if written is not None and parse_id(written.decode()) >= cursor:
             return True
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return False
-        await asyncio.sleep(REMOTE_POLL_S)
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, longest)
 
 
 async def remote_prediction(redis: AnyRedis, remote: Remote,

@@ -158,6 +158,43 @@ def test_any_engine_answers_for_any_ticker_over_http(
         assert answers.count(200) >= 30, answers
 
 
+def test_a_read_waiting_on_a_shard_handed_over_meanwhile_gets_the_new_owners_answer(
+        engines, redis_url: str, redis_client: redis.Redis,
+        artifact: Artifact) -> None:  # noqa: F811
+    """GETs with `after` wait on every shard of an engine running all four; a second
+    engine joins and takes two; then the awaited entries come. Each GET answers with its
+    entry: those of the shards handed over from the new owner's written outputs, not the
+    old owner's silence until `wait` runs out."""
+    with TestClient(create_app(sharded_settings(redis_url), artifact)) as c:
+        wait_for(lambda: c.get("/v1/shards").json()["engines"] == 1
+                 and sum(s["here"] for s in c.get("/v1/shards").json()["shards"]) == SHARDS,
+                 "one engine running every shard")
+        tickers = {}
+        for i in range(100):  # one ticker per shard
+            tickers.setdefault(shard_of(f"W{i}", SHARDS), f"W{i}")
+        now_ms = int(time.time() * 1000)
+        entry = {s: f"{now_ms + 60_000}-{s}" for s in tickers}  # ahead of anything fed
+        answers: dict[int, dict] = {}
+        waiting = [threading.Thread(target=lambda s=s, t=t: answers.__setitem__(s, c.get(
+            f"/v1/predictions/{t}?after={entry[s]}&wait=5").json())) for s, t in tickers.items()]
+        for w in waiting:
+            w.start()
+        time.sleep(0.2)
+        other = start(engines, redis_url, artifact)
+        wait_for(lambda: len(here(other)) == 2, "the newcomer runs two shards")
+        assert all(w.is_alive() for w in waiting)  # none answered before its entry came
+        sent = time.monotonic()
+        for s, t in tickers.items():
+            redis_client.xadd(shard_stream("ticks", s), {"ticker": t, "price": "7.5"},
+                              id=entry[s])
+        for w in waiting:
+            w.join(10)
+        assert {s: a.get("stream_id") for s, a in answers.items()} == entry, answers
+        # woken, not timed out: a GET still waiting on the old owner would answer only
+        # when its 5 s ran out (with the same body, read from Redis then)
+        assert time.monotonic() - sent < 4.0
+
+
 def test_learning_on_each_shard_equals_the_offline_replay_of_its_own_stream(
         engines, redis_url: str, redis_client: redis.Redis, artifact: Artifact,  # noqa: F811
         artifact_dir: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -182,7 +183,7 @@ def _after(request: Request) -> tuple[tuple[int, int], float] | None:
         wait = float(raw_wait) if _JSON_NUMBER.match(raw_wait) else math.nan
     if not 0 <= wait <= WAIT_MAX_S:  # NaN fails too
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"wait {str(raw_wait)[:40]!r} must be seconds from 0 to "
+                            f"wait {raw_wait[:40]!r} must be seconds from 0 to "
                             f"{WAIT_MAX_S:g}")
     if after is None:
         return None
@@ -194,14 +195,17 @@ def _after(request: Request) -> tuple[tuple[int, int], float] | None:
 
 async def _wait_served(request: Request, engine: AnyEngine, ticker: str,
                        cursor: tuple[int, int], wait: float) -> None:
-    """Until the ticker's shard has served entry `cursor` (or `wait` seconds pass)."""
+    """Until the ticker's shard has served entry `cursor` (or `wait` seconds pass); if this
+    engine hands the shard over meanwhile, until the new owner has written it."""
+    deadline = time.monotonic() + wait
     waits = engine.served_of(ticker)
-    if waits is not None:
-        await waits.until(cursor, wait)
-    else:  # another engine runs its shard: its written outputs are what is served here
-        assert isinstance(engine, ShardedEngine)
-        await remote_served_through(request.app.state.redis_bytes, engine.remote(ticker),
-                                    cursor, wait)
+    if waits is not None and (await waits.until(cursor, wait)
+                              or engine.served_of(ticker) is not None):
+        return  # served, or timed out, or standing by: what is served here answers
+    # another engine runs its shard: its written outputs are what is served here
+    assert isinstance(engine, ShardedEngine)
+    await remote_served_through(request.app.state.redis_bytes, engine.remote(ticker),
+                                cursor, max(0.0, deadline - time.monotonic()))
 
 
 @router.get("/{ticker}", response_model=OnePrediction,
