@@ -422,6 +422,7 @@ class Engine:
 
     def _restore(self) -> None:
         """Replace all loop state with the current snapshot; the loop then replays."""
+        self.served.resume()  # after a standby: readers may wait on this engine again
         if self._snapshots.busy:
             self._snapshots.collect(wait=True)
         client, lay = self._client, self._layout

@@ -28,6 +28,7 @@ class ServedWaits:
         self._lock = threading.Lock()
         self._waiting: list[Waiter] = []
         self._first_due: Cursor = NONE_WAITING  # the lowest position a reader waits for
+        self._serving = True  # False while the engine stands by: nothing to wait for
 
     def reached(self, cursor: Cursor) -> None:
         """Called by the loop thread once everything up to `cursor` is served.
@@ -49,17 +50,24 @@ class ServedWaits:
         _wake(due)
 
     def close(self) -> None:
-        """Wake every reader now (`until` returns False): this engine stops serving (it
-        stands by, or hands the shard over), so nothing it would wait for here comes."""
+        """Wake every reader now, and answer later ones at once (`until` returns False):
+        this engine stops serving (it stands by, or hands the shard over), so nothing they
+        would wait for comes here. `resume` when it serves again."""
+        self._serving = False
         with self._lock:
             due, self._waiting, self._first_due = self._waiting, [], NONE_WAITING
         _wake(due)
 
+    def resume(self) -> None:
+        self._serving = True
+
     async def until(self, cursor: Cursor, timeout: float) -> bool:
         """Wait until `cursor` is served; False if `timeout` seconds pass first, or if the
-        engine stops serving meanwhile (`close`)."""
+        engine does not serve (`close`)."""
         if cursor <= self._served:
             return True
+        if not self._serving:
+            return False
         loop = asyncio.get_running_loop()
         waiter: Waiter = (cursor, loop, loop.create_future())
         with self._lock:

@@ -53,6 +53,11 @@ def test_close_wakes_every_reader_at_once_saying_not_served() -> None:
 
     assert asyncio.run(scenario()) == [False, False]
     assert waits._waiting == []
+    assert asyncio.run(asyncio.wait_for(waits.until((3, 0), timeout=30), 5)) is False  # at once
+    waits.resume()  # serving again (it took over): readers wait as before
+    assert asyncio.run(waits.until((3, 0), timeout=0.05)) is False
+    waits.reached((3, 0))
+    assert asyncio.run(waits.until((3, 0), timeout=0)) is True
 
 
 def test_a_reader_whose_event_loop_is_gone_does_not_break_the_loop_thread() -> None:
