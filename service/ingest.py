@@ -474,9 +474,10 @@ class Engine:
         the previous commit and send this one right behind it.
 
         On the link, in order: [commit k-1] [read k+1], both in Redis while batch k is
-        stepped; [commit k] goes once k-1 is confirmed, then [read k+2]. A read is sent
-        ahead only after a full batch, i.e. while the loop is behind; caught up, each
-        batch goes alone. A batch is published as soon as it is stepped.
+        stepped; [commit k] goes once k-1 is confirmed, then [read k+2]. Behind (a full
+        batch), the read ahead does not block; caught up, it waits in Redis (up to
+        block_ms) for the next tick right behind the commit. A batch is published as soon
+        as it is stepped.
         """
         reader = self._reader
         if not self._in_hand and self._in_flight is None and not reader.ahead:
@@ -506,19 +507,28 @@ class Engine:
                 self._unsent = None
         last_read = entries
         if reader.ahead:
+            if self.idle:  # all read is committed, the last read was short: current now,
+                self._mark_current()  # before a read ahead that may wait for the next tick
             self._in_hand = last_read = reader.take_ahead()
         if len(last_read) == self.settings.batch_count:
             reader.send_ahead()
+        elif self._in_flight is not None and not self._in_hand:
+            # caught up, a commit in flight: the next read waits in Redis behind it (when
+            # an fsync is slow, a tick added meanwhile is not held until the commit's reply)
+            reader.send_ahead(wait=True)
         if self.idle:
-            if self._replay is not None:
-                log.info("ingest: replayed %d entries; live", self._replay.done)
-                self._replay = None
-            # everything read is published and the stream had nothing more: current
-            self._snapshot = replace(self._snapshot, fresh_at=time.time())
-            self._current_at = time.monotonic()
-            self._publish_scores(force=True)
+            self._mark_current()
         else:
             self._publish_scores()
+
+    def _mark_current(self) -> None:
+        """Everything read is published and the stream had nothing more: current."""
+        if self._replay is not None:
+            log.info("ingest: replayed %d entries; live", self._replay.done)
+            self._replay = None
+        self._snapshot = replace(self._snapshot, fresh_at=time.time())
+        self._current_at = time.monotonic()
+        self._publish_scores(force=True)
 
     def _confirm(self) -> None:
         """Wait for the commit in flight; once Redis has it, count the batch."""

@@ -28,6 +28,7 @@ class TickReader:
         self.caught_up = False  # the last live read found the stream drained
         self.ahead = False  # a read is on its way (its reply owed)
         self.blocking = True  # caught up, a read waits up to block_ms in Redis
+        self._owed = 0  # replies owed for the read ahead
 
     def start(self, after: StreamId | None, replay_to: StreamId | None) -> None:
         self.after, self.replay_to = after or "0-0", replay_to
@@ -40,37 +41,44 @@ class TickReader:
         wait = ("BLOCK", self.block_ms) if block else ()
         return ("XREAD", "COUNT", n, *wait, "STREAMS", self.stream, self.after)
 
-    def _batch(self) -> ReadBatch:
-        """The reply owed for the last command sent."""
-        return self.link.read_batch(xread=self.replay_to is None)
-
-    def _call(self, block: bool) -> ReadBatch:
-        return self.link.call_batch(self._command(block), xread=self.replay_to is None)
-
-    def read(self) -> ReadBatch:
-        """The next batch (waiting up to block_ms for one when caught up and blocking)."""
+    def _sent_read(self) -> tuple[bytes, int]:
+        """The next read as sent: (its commands, the replies owed for them)."""
         if not self.blocking:
-            return self._took(self._call(block=False))
+            return packed(self._command(block=False)), 1
         if self.replay_to is not None or self.batch_count == 1:
-            return self._took(self._call(block=True))
+            return packed(self._command(block=True)), 1
         # Redis answers a blocked XREAD at the first XADD that reaches the stream, also when
         # it came with others in one write (a producer's pipelined burst): alone, the burst
         # would make two batches (1 + the rest), each with its own read and fsynced commit.
         # A non-blocking read sent right behind from the same cursor runs once the burst is
         # in, before the same fsync: its reply holds the first one's entries and the rest.
-        self.link.send(packed(self._command(block=True), self._command(block=False)), 2)
-        first = self.link.read_batch(xread=True)
-        second = self.link.read_batch(xread=True)
-        return self._took(second if len(second) > len(first) else first)
+        return packed(self._command(block=True), self._command(block=False)), 2
 
-    def send_ahead(self) -> None:
-        """Ask for the batch after the last one read, without waiting for it."""
-        self.link.send(packed(self._command(block=False)), 1)
+    def read(self) -> ReadBatch:
+        """The next batch (waiting up to block_ms for one when caught up and blocking)."""
+        self.send_ahead(wait=True)
+        return self.take_ahead()
+
+    def send_ahead(self, wait: bool = False) -> None:
+        """Ask for the batch after the last one read, without waiting for its reply.
+
+        `wait`: as `read` asks (caught up, it blocks in Redis up to block_ms for the next
+        tick). Sent right behind a commit, it is in Redis while the commit is fsynced, so
+        a tick added meanwhile comes back with that tick's own XADD reply, not one fsync
+        later. Without `wait`, a read ahead of a full batch, while the loop is behind."""
+        data, self._owed = self._sent_read() if wait else (packed(self._command(False)), 1)
+        self.link.send(data, self._owed)
         self.ahead = True
 
     def take_ahead(self) -> ReadBatch:
+        """The batch read ahead (of a pair, the larger reply: see `_sent_read`)."""
         self.ahead = False
-        return self._took(self._batch())
+        xread = self.replay_to is None
+        batch = self.link.read_batch(xread)
+        if self._owed == 2:
+            second = self.link.read_batch(xread)
+            batch = second if len(second) > len(batch) else batch
+        return self._took(batch)
 
     def _took(self, entries: ReadBatch) -> ReadBatch:
         if entries:

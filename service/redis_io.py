@@ -118,18 +118,11 @@ class Link:
 
     def call(self, command: Command) -> Any:
         """Send one command and wait for its reply (nothing else may be owed)."""
-        self._send_alone(command)
-        return self.read()
-
-    def call_batch(self, command: Command, xread: bool) -> ReadBatch:
-        """`call` for a stream read: its entries (see `read_batch`)."""
-        self._send_alone(command)
-        return self.read_batch(xread)
-
-    def _send_alone(self, command: Command) -> None:
         if self.owed:
             raise RuntimeError(f"{self.owed} replies still owed on this link")
         self.send(packed(command), 1)
+        return self.read()
+
 
     def _parsed(self, raw: bytes) -> Any:
         """One whole reply through hiredis, as redis-py gives it (its error classes)."""
