@@ -559,7 +559,7 @@ class Engine:
     def _drop_pipeline(self) -> None:
         """Forget everything sent and read ahead: the next restore starts from Redis."""
         self._link.close()
-        self._reader.ahead = False
+        self._reader.owed = 0
         self._in_hand, self._unsent, self._in_flight = [], None, None
 
     def _prepare(self, entries: Sequence[RawEntry]) -> _Prepared:

@@ -26,13 +26,17 @@ class TickReader:
         self.after: StreamId = "0-0"  # the last entry handed out (reads resume after it)
         self.replay_to: StreamId | None = None  # replaying: read up to this entry only
         self.caught_up = False  # the last live read found the stream drained
-        self.ahead = False  # a read is on its way (its reply owed)
         self.blocking = True  # caught up, a read waits up to block_ms in Redis
-        self._owed = 0  # replies owed for the read ahead
+        self.owed = 0  # replies owed for a read on its way (0: none sent ahead)
 
     def start(self, after: StreamId | None, replay_to: StreamId | None) -> None:
         self.after, self.replay_to = after or "0-0", replay_to
-        self.caught_up = self.ahead = False
+        self.caught_up, self.owed = False, 0
+
+    @property
+    def ahead(self) -> bool:
+        """A read is on its way: `take_ahead` has its reply to take."""
+        return self.owed > 0
 
     def _command(self, block: bool, count: int | None = None) -> tuple:
         n = count or self.batch_count
@@ -66,16 +70,15 @@ class TickReader:
         tick). Sent right behind a commit, it is in Redis while the commit is fsynced, so
         a tick added meanwhile comes back with that tick's own XADD reply, not one fsync
         later. Without `wait`, a read ahead of a full batch, while the loop is behind."""
-        data, self._owed = self._sent_read() if wait else (packed(self._command(False)), 1)
-        self.link.send(data, self._owed)
-        self.ahead = True
+        data, self.owed = self._sent_read() if wait else (packed(self._command(False)), 1)
+        self.link.send(data, self.owed)
 
     def take_ahead(self) -> ReadBatch:
         """The batch read ahead (of a pair, the larger reply: see `_sent_read`)."""
-        self.ahead = False
+        owed, self.owed = self.owed, 0
         xread = self.replay_to is None
         batch = self.link.read_batch(xread)
-        if self._owed == 2:
+        if owed == 2:
             second = self.link.read_batch(xread)
             batch = second if len(second) > len(batch) else batch
         return self._took(batch)

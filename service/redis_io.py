@@ -123,7 +123,6 @@ class Link:
         self.send(packed(command), 1)
         return self.read()
 
-
     def _parsed(self, raw: bytes) -> Any:
         """One whole reply through hiredis, as redis-py gives it (its error classes)."""
         self._hiredis.feed(raw)

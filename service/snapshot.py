@@ -89,11 +89,10 @@ class LayeredPredictions(Mapping[str, Prediction]):
     distinct tickers. Iteration order is that of `dict(base) | top`, as the full copy had.
     """
 
-    __slots__ = ("_base", "_len", "_top")
+    __slots__ = ("_base", "_top")
 
-    def __init__(self, base: Mapping[str, Prediction], top: dict[str, Prediction],
-                 length: int) -> None:
-        self._base, self._top, self._len = base, top, length
+    def __init__(self, base: Mapping[str, Prediction], top: dict[str, Prediction]) -> None:
+        self._base, self._top = base, top
 
     def __getitem__(self, ticker: str) -> Prediction:
         found = self._top.get(ticker)
@@ -111,8 +110,9 @@ class LayeredPredictions(Mapping[str, Prediction]):
         yield from base
         yield from (t for t in self._top if t not in base)
 
-    def __len__(self) -> int:
-        return self._len
+    def __len__(self) -> int:  # counted by readers, not by the loop that publishes
+        base = self._base
+        return len(base) + sum(t not in base for t in self._top)
 
 
 def with_latest(predictions: Mapping[str, Prediction], latest: list[Prediction],
@@ -120,9 +120,9 @@ def with_latest(predictions: Mapping[str, Prediction], latest: list[Prediction],
     """`predictions` with a batch's latest ones put in and its evicted tickers taken out;
     `predictions` itself is left as it is (readers may hold it)."""
     if isinstance(predictions, LayeredPredictions):
-        base, top, length = predictions._base, predictions._top, predictions._len
+        base, top = predictions._base, predictions._top
     else:
-        base, top, length = predictions, {}, len(predictions)
+        base, top = predictions, {}
     if evicted or len(top) + len(latest) > max(MIN_TOP, len(base) // TOP_SHARE):
         merged = dict(base)
         merged.update(top)
@@ -131,9 +131,5 @@ def with_latest(predictions: Mapping[str, Prediction], latest: list[Prediction],
         merged.update((p.ticker, p) for p in latest)
         return MappingProxyType(merged)
     top = dict(top)
-    for p in latest:
-        t = p.ticker
-        if t not in top and t not in base:
-            length += 1
-        top[t] = p
-    return LayeredPredictions(base, top, length)
+    top.update((p.ticker, p) for p in latest)
+    return LayeredPredictions(base, top)
