@@ -22,10 +22,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from types import MappingProxyType
 from typing import Any
 
 import redis
@@ -43,12 +42,13 @@ from service.layout import Layout
 from service.lease import Lease, LeaseLost
 from service.loop_figures import Counters, Replay, describe_model
 from service.membership import process_of
+from service.publish import Published
 from service.reader import TickReader, stream_counts
-from service.records import decode_prediction, format_id, parse_id
-from service.recovery import entries_behind, first_snapshot
+from service.records import format_id, parse_id
+from service.recovery import restore
 from service.redis_io import Link, connect, write_refusal
 from service.served_waits import ServedWaits
-from service.snapshot import Snapshot, with_latest
+from service.snapshot import Snapshot
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
 from service.state import NO_CURSOR, RowState
 from service.types import Row
@@ -59,7 +59,6 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_CAP_S = 2.0
 LAG_POLL_S = 1.0  # XINFO STREAM at most this often
 REPLAY_LOG_S = 2.0  # a "replaying n of m entries" line at most this often
-SCORES_EVERY_S = 0.25  # the live scores readers see are copied at most this often
 RESET_TIMEOUT_S = 5.0
 CURRENT_WINDOW_S = 1.0  # caught up this recently still counts as keeping up (/readyz)
 GC_YOUNG_THRESHOLD = 20_000  # allocations between young GC collections (Python: 700)
@@ -114,14 +113,8 @@ class Engine:
         self._snapshot_due = 0.0  # time.monotonic() when the next one is due
         self._since_snapshot = 0  # entries since the last snapshot was taken
         self._lag_polled_at = 0.0
-        # published to other threads (each attribute swapped whole)
-        self._snapshot = Snapshot.of({}, time.time(), None)
-        self.served = ServedWaits()  # readers waiting for an entry's outputs (?after=)
-        self._tickers: Mapping[str, Row] = MappingProxyType({})
-        self._capacity = self._state.registry.capacity
-        self._scores = self._state.evaluator.copy(0)
-        self._scores_at = 0.0
-        self._scores_cursor: tuple[int, int] | None = None  # the state's cursor then
+        # what other threads read, each part swapped whole (service/publish.py)
+        self.published = Published(self._state.registry, self._state.evaluator)
         self._connected = False
         self._replay: Replay | None = None
         self._last_error: str | None = None
@@ -193,22 +186,22 @@ class Engine:
 
     @property
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        return self.published.snapshot
 
     def snapshot_of(self, ticker: str) -> Snapshot:
         """The snapshot that holds `ticker`'s prediction, if any engine here has one."""
-        return self._snapshot
+        return self.published.snapshot
 
     def served_of(self, ticker: str) -> ServedWaits:
         """Where a reader waits to see `ticker`'s outputs of a stream entry."""
-        return self.served
+        return self.published.served
 
     def tickers(self) -> dict[str, Row]:
-        return dict(self._tickers)
+        return dict(self.published.tickers)
 
     @property
     def capacity(self) -> int:
-        return self._capacity
+        return self.published.capacity
 
     @property
     def model_version(self) -> str:
@@ -218,23 +211,13 @@ class Engine:
     def scores(self) -> Evaluator:
         """The live scores as of the last copy (at most SCORES_EVERY_S behind the loop);
         row r is the ticker `tickers()` maps to r. Never changed once published."""
-        return self._scores
+        return self.published.scores
 
     def quality(self, ticker: str) -> Quality | None:
-        """The ticker's live scores as of the last copy; None for a ticker without a row
-        (or one newer than the copy)."""
-        row, scores = self._tickers.get(ticker), self._scores
-        return None if row is None or row >= len(scores) else scores.row(row)
+        return self.published.quality(ticker)
 
     def skills(self) -> Callable[[str], float | None]:
-        """ticker -> its live weighted skill (None: not scored yet), from one copy."""
-        rows, skills = self._tickers, self._scores.skills()
-
-        def skill(ticker: str) -> float | None:
-            row = rows.get(ticker)
-            return None if row is None or row >= len(skills) else skills[row]
-
-        return skill
+        return self.published.skills()
 
     def model_info(self) -> dict[str, Any]:
         """The weights being served and how the learner is doing, for GET /v1/model."""
@@ -294,9 +277,9 @@ class Engine:
             "batches": c.batches, "applied": c.applied, "replayed": c.replayed,
             "dead_lettered": c.dead_lettered, "errors": c.errors,
             "gap_entries": c.gap_entries,
-            "last_batch_seconds": c.last_batch_seconds, "stream_id": self._snapshot.stream_id,
+            "last_batch_seconds": c.last_batch_seconds, "stream_id": self.snapshot.stream_id,
             "snapshot": self.snapshot_status(),
-            "capacity": self._capacity, "tickers": len(self._tickers),
+            "capacity": self.capacity, "tickers": len(self.published.tickers),
             "model_version": self.model_version,
         }  # fmt: skip
 
@@ -308,7 +291,8 @@ class Engine:
                  "cursor": format_id(self._output_cursor) if self._output_cursor != NO_CURSOR
                  else None,
                  "lag": self._counters.lag if mine else None,
-                 "tickers": len(self._tickers), "ready": self.ready if mine else None}]
+                 "tickers": len(self.published.tickers),
+                 "ready": self.ready if mine else None}]
 
     def engines_live(self) -> int | None:
         """None: an unsharded engine keeps no count of the others (they stand by)."""
@@ -333,7 +317,7 @@ class Engine:
             ticker = normalize_ticker(ticker)
         except InvalidTick:
             return False
-        if ticker not in self._tickers:
+        if ticker not in self.published.tickers:
             return False
         entry_id = self._client.xadd(self.settings.stream,
                                      {CONTROL: b"reset", b"ticker": ticker.encode()})
@@ -414,7 +398,7 @@ class Engine:
 
     def _enter_standby(self) -> None:
         self._standby, self._connected = True, True
-        self.served.close()  # nothing more is served here until it takes over again
+        self.published.served.close()  # nothing more is served here until it takes over again
         self._reader.caught_up = False
         self._last_error = (f"standby: the lease {self._lease.key} is held by "
                             f"{self._lease.holder()}; taking over once it is released or "
@@ -422,52 +406,35 @@ class Engine:
 
     def _restore(self) -> None:
         """Replace all loop state with the current snapshot; the loop then replays."""
-        self.served.resume()  # after a standby: readers may wait on this engine again
+        published = self.published
+        published.served.resume()  # after a standby: readers may wait on this engine again
         if self._snapshots.busy:
             self._snapshots.collect(wait=True)
-        client, lay = self._client, self._layout
-        self._store.load_scripts()
-        self._commit_sha = client.script_load(COMMIT_LUA)
-        data = self._store.load(self._row_floats, self.base_version)
-        fresh = data is None
-        if data is None:
-            data = first_snapshot(self._client, self._layout, self._store, self.settings,
-                                  self._row_floats, self.base_version)
-        state = RowState.from_snapshot(self.artifact, self.settings, self._learner, data)
-        behind, gone = entries_behind(self._client, self.settings, state)
-        self._counters.gap_entries += gone
-        out_raw, pred_raw = client.get(lay.output_cursor), client.hgetall(lay.predictions)
-        out = out_raw.decode() if out_raw else None
-        predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
-                       for k, v in pred_raw.items()}
-        self._state = state
+        self._commit_sha = self._client.script_load(COMMIT_LUA)
+        r = restore(self._client, self._layout, self._store, self.settings, self.artifact,
+                    self._learner, self._row_floats)
+        self._counters.gap_entries += r.gone
+        self._state = state = r.state
+        out = r.output_id
         self._output_cursor = parse_id(out) if out else NO_CURSOR
-        replay_to = out if out and self._output_cursor > state.cursor else None
-        self._reader.start(data.cursor, replay_to)
+        self._reader.start(state.cursor_id, out if self._output_cursor > state.cursor else None)
         self._in_hand, self._unsent, self._in_flight = [], None, None
         self._snapshot_cursor = state.cursor
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
-        self._replay = Replay(total=behind)
-        served = self._snapshot.stream_id
-        if served is None or parse_id(served) < self._output_cursor:
-            # else this process already serves further on (stepped, its commit lost): the
-            # replay commits those very predictions again
-            self._snapshot = Snapshot.of(predictions, time.time(), out)
-            if out:
-                self.served.reached(self._output_cursor)
-        self._publish_registry()
-        self._scores_cursor = None
-        self._publish_scores(force=True)
+        self._replay = Replay(total=r.behind)
+        published.restored(r.predictions, out, self._output_cursor)
+        published.registry(state.registry)
+        published.scores_of(state, force=True)
         self._set_applied(state.cursor)
         self._connected = True
-        todo = "an unknown number of" if behind is None else f"{behind:,}"
-        if fresh:
+        todo = "an unknown number of" if r.behind is None else f"{r.behind:,}"
+        if r.fresh:
             log.info("ingest: a new state, reading %s from %s (%s entries)", self.settings.stream,
-                     data.cursor or "its first entry", todo)
+                     state.cursor_id or "its first entry", todo)
         else:
             log.info("ingest: restored the snapshot at %s (%d tickers); replaying %s entries",
-                     data.cursor, len(data.tickers), todo)
+                     state.cursor_id, len(state.registry), todo)
 
     def _cycle(self) -> None:
         """Prepare the batch in hand while Redis runs what was sent before; then confirm
@@ -490,10 +457,9 @@ class Engine:
             # the stream, so a replay after any failure recomputes the very same ones. The
             # commit only makes its outputs durable (and fences them); waiting for its
             # fsync, or the previous batch's, before serving would add one or two fsyncs.
-            self._publish(prepared.outputs)
-            self.served.reached(prepared.cursor)
+            self.published.batch(prepared.outputs, prepared.cursor)
             if prepared.tickers_changed:  # the rows of the tickers just served
-                self._publish_registry()
+                self.published.registry(self._state.registry)
             prepared.packed = commit_command(self._layout, self._commit_sha, self._lease.token,
                                              self._lease.ttl_ms, prepared.outputs)
         self._confirm()
@@ -519,16 +485,16 @@ class Engine:
         if self.idle:
             self._mark_current()
         else:
-            self._publish_scores()
+            self.published.scores_of(self._state)
 
     def _mark_current(self) -> None:
         """Everything read is published and the stream had nothing more: current."""
         if self._replay is not None:
             log.info("ingest: replayed %d entries; live", self._replay.done)
             self._replay = None
-        self._snapshot = replace(self._snapshot, fresh_at=time.time())
+        self.published.current()
         self._current_at = time.monotonic()
-        self._publish_scores(force=True)
+        self.published.scores_of(self._state, force=True)
 
     def _confirm(self) -> None:
         """Wait for the commit in flight; once Redis has it, count the batch."""
@@ -605,7 +571,7 @@ class Engine:
                 replay.logged_at = time.monotonic()
                 log.info("ingest: %s", replay)
         if p.tickers_changed and not p.live:  # a live batch's went with its outputs
-            self._publish_registry()
+            self.published.registry(self._state.registry)
         c.step_seconds += p.step_seconds
         c.last_batch_seconds = time.perf_counter() - p.started
         self._set_applied(p.cursor)
@@ -614,26 +580,6 @@ class Engine:
         with self._progress:
             self._applied_to = cursor
             self._progress.notify_all()
-
-    def _publish(self, outputs: Outputs) -> None:
-        """Swap in a new snapshot holding a stepped batch's predictions."""
-        old = self._snapshot
-        predictions = old.predictions
-        if outputs.latest or outputs.evicted:
-            predictions = with_latest(predictions, outputs.latest, outputs.evicted)
-        self._snapshot = Snapshot(predictions, time.time(), outputs.cursor or old.stream_id)
-
-    def _publish_scores(self, force: bool = False) -> None:
-        """Caught up (`force`) or every SCORES_EVERY_S, if anything was scored since."""
-        now, state = time.monotonic(), self._state
-        if state.cursor != self._scores_cursor and (force or now - self._scores_at
-                                                    >= SCORES_EVERY_S):
-            self._scores_at, self._scores_cursor = now, state.cursor
-            self._scores = state.evaluator.copy(len(state.registry))
-
-    def _publish_registry(self) -> None:
-        self._tickers = MappingProxyType(self._state.registry.as_dict())
-        self._capacity = self._state.registry.capacity
 
     # ---- snapshots
 

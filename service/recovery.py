@@ -1,24 +1,59 @@
-"""What a restore needs besides the snapshot itself: a first snapshot when there is none,
-and how many entries after it are still to replay (refusing a gap).
+"""A restore: the current snapshot (a first one when there is none), how many entries
+after it are still to replay (refusing a gap), and the outputs already written.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import redis
 
+from models.artifact import Artifact
+from models.online import OnlineLearner
 from service.config import Settings
 from service.layout import Layout
 from service.migrate import drop_legacy, has_legacy_state, load_legacy
 from service.reader import entries_read_at, last_id, stream_counts
-from service.records import StateError
+from service.records import StateError, decode_prediction
+from service.snapshot import Prediction
 from service.snapshots import SnapshotData, SnapshotStore
 from service.state import RowState
+from service.types import StreamId
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    """What the loop resumes from."""
+
+    state: RowState  # as of the snapshot's cursor
+    fresh: bool  # there was no snapshot: a new state
+    behind: int | None  # entries after the cursor to replay (None: cannot be counted)
+    gone: int  # entries trimmed away unread, gone on without (ACCEPT_GAP)
+    output_id: StreamId | None  # the outputs of entries up to here are in Redis
+    predictions: dict[str, Prediction]  # the latest ones written, per ticker
+
+
+def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings: Settings,
+            artifact: Artifact, learner: OnlineLearner, row_floats: int) -> Restored:
+    """Load the current snapshot and the outputs written after it (StateError: a gap, or
+    a snapshot this model must not resume)."""
+    base_version = artifact.meta.model_version
+    store.load_scripts()
+    data = store.load(row_floats, base_version)
+    fresh = data is None
+    if data is None:
+        data = first_snapshot(client, layout, store, settings, row_floats, base_version)
+    state = RowState.from_snapshot(artifact, settings, learner, data)
+    behind, gone = entries_behind(client, settings, state)
+    out_raw, pred_raw = client.get(layout.output_cursor), client.hgetall(layout.predictions)
+    predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
+                   for k, v in pred_raw.items()}
+    return Restored(state, fresh, behind, gone, out_raw.decode() if out_raw else None,
+                    predictions)
 
 
 def first_snapshot(client: redis.Redis, layout: Layout, store: SnapshotStore,

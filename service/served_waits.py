@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import threading
 
 from service.state import NO_CURSOR
 
 Cursor = tuple[int, int]  # a parsed stream ID (service.records.parse_id)
 NONE_WAITING: Cursor = (2**64, 0)  # past any stream ID
-Waiter = tuple[Cursor, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+# (position, arrival: orders equal positions, never the loop), its loop, its future
+Waiter = tuple[Cursor, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
 class ServedWaits:
-    """The position served so far, and the readers waiting for a later one."""
+    """The position served so far, and the readers waiting for a later one: a heap by
+    position, so a batch wakes its k readers in O(k log W), whatever W others wait on."""
 
     def __init__(self) -> None:
         self._served: Cursor = NO_CURSOR
         self._lock = threading.Lock()
-        self._waiting: list[Waiter] = []
+        self._waiting: list[Waiter] = []  # a heap
+        self._arrivals = itertools.count()
         self._first_due: Cursor = NONE_WAITING  # the lowest position a reader waits for
         self._serving = True  # False while the engine stands by: nothing to wait for
 
@@ -43,10 +48,12 @@ class ServedWaits:
         self._served = cursor
         if cursor < self._first_due:
             return
+        due = []
         with self._lock:
-            due = [w for w in self._waiting if w[0] <= cursor]
-            self._waiting = [w for w in self._waiting if w[0] > cursor]
-            self._first_due = min((w[0] for w in self._waiting), default=NONE_WAITING)
+            waiting = self._waiting
+            while waiting and waiting[0][0] <= cursor:
+                due.append(heapq.heappop(waiting))
+            self._first_due = waiting[0][0] if waiting else NONE_WAITING
         _wake(due)
 
     def close(self) -> None:
@@ -69,30 +76,36 @@ class ServedWaits:
         if not self._serving:
             return False
         loop = asyncio.get_running_loop()
-        waiter: Waiter = (cursor, loop, loop.create_future())
+        waiter: Waiter = (cursor, next(self._arrivals), loop, loop.create_future())
         with self._lock:
-            self._waiting.append(waiter)
-            self._first_due = min(self._first_due, cursor)
-        if cursor <= self._served:  # served between the first check and the append
+            heapq.heappush(self._waiting, waiter)
+            self._first_due = self._waiting[0][0]
+        if cursor <= self._served:  # served between the first check and the push
             self._forget(waiter)
             return True
+        woken = False
         try:
-            await asyncio.wait_for(waiter[2], timeout)
+            await asyncio.wait_for(waiter[3], timeout)
+            woken = True  # `reached` or `close` took it off the heap
         except TimeoutError:
             return False
         finally:
-            self._forget(waiter)
+            if not woken:  # timed out, or the GET was cancelled: it may be on the heap
+                self._forget(waiter)
         return cursor <= self._served
 
     def _forget(self, waiter: Waiter) -> None:
+        """Take a reader that gave up off the heap: O(W), only for a wait that ran out."""
         with self._lock:
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
-                self._first_due = min((w[0] for w in self._waiting), default=NONE_WAITING)
+            waiting = self._waiting
+            if waiter in waiting:
+                waiting.remove(waiter)
+                heapq.heapify(waiting)
+                self._first_due = waiting[0][0] if waiting else NONE_WAITING
 
 
 def _wake(due: list[Waiter]) -> None:
-    for _, loop, future in due:
+    for _, _, loop, future in due:
         # RuntimeError: its event loop is closed, so nobody is waiting any more
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve, future)

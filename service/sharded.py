@@ -182,7 +182,7 @@ class ShardedEngine:
         self._engines = MappingProxyType({s: e for s, e in self._engines.items()
                                           if s != shard})
         engine.finish()
-        engine.served.close()  # readers waiting on it turn to the new owner's outputs
+        engine.published.served.close()  # readers waiting on it turn to the new owner's outputs
         engine.close()
 
     def _preferred(self, live: list[str], share: int) -> list[int]:
@@ -253,7 +253,7 @@ class ShardedEngine:
     def served_of(self, ticker: str) -> ServedWaits | None:
         """Where a reader waits to see `ticker`'s outputs; None: another engine's shard."""
         engine = self.engine_of(ticker)
-        return None if engine is None else engine.served
+        return None if engine is None else engine.published.served
 
     def tickers(self) -> dict[str, Row]:
         """Ticker -> its row in its shard's model, for the shards run here."""

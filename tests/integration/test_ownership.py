@@ -112,7 +112,8 @@ def test_a_second_engine_stands_by_until_the_first_lets_go(
     wait_for(lambda: old.snapshot.stream_id == last.decode(), "the owner keeps applying")
     assert not new.snapshot.predictions  # standing by: nothing restored, nothing applied
     # a GET ?after= on the standby answers at once (nothing will be served there)
-    standing = asyncio.run(asyncio.wait_for(new.served.until(parse_id(last.decode()), 30), 5))
+    waits = new.published.served
+    standing = asyncio.run(asyncio.wait_for(waits.until(parse_id(last.decode()), 30), 5))
     assert standing is False
     old.stop()
     last = xadd(redis_client, second.take(np.arange(150, 300)))
@@ -123,5 +124,5 @@ def test_a_second_engine_stands_by_until_the_first_lets_go(
     ahead = f"{parse_id(last.decode())[0] + 1}-0"
     threading.Timer(0.2, redis_client.xadd, args=("ticks", {"ticker": "ZZZ", "price": "-1"}),
                     kwargs={"id": ahead}).start()
-    assert asyncio.run(new.served.until(parse_id(ahead), 10)) is True
+    assert asyncio.run(waits.until(parse_id(ahead), 10)) is True
     assert_checkpoint_matches_keras(redis_client, artifact_dir, ticks)

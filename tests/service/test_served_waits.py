@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import threading
 
@@ -122,4 +123,29 @@ def test_every_waiter_wakes_while_the_loop_races_ahead() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert len(results) == len(range(1, last + 1, 3)) and all(results)
+    assert waits._waiting == []
+
+
+def test_each_of_many_readers_wakes_exactly_when_its_position_is_served() -> None:
+    """2,000 readers at shuffled positions (some equal): each announcement wakes exactly
+    those at or below it, and readers that gave up leave the others in order."""
+    waits = ServedWaits()
+    rng = random.Random(7)
+    positions = [(rng.randrange(500), rng.randrange(3)) for _ in range(2_000)]
+
+    async def scenario() -> None:
+        readers = {asyncio.create_task(waits.until(p, timeout=30)): p for p in positions}
+        quitters = [asyncio.create_task(waits.until((rng.randrange(500), 0), timeout=0.01))
+                    for _ in range(200)]
+        await asyncio.sleep(0.05)
+        # timed out: each taken off from the middle of the heap, the rest kept in order
+        assert await asyncio.gather(*quitters) == [False] * len(quitters)
+        for served in [(100, 0), (100, 2), (250, 1), (499, 0), (499, 2)]:
+            waits.reached(served)  # the loop thread's call (another thread: same path)
+            await asyncio.sleep(0.01)  # the wakes it scheduled run
+            woken = {p for t, p in readers.items() if t.done()}
+            assert woken == {p for p in positions if p <= served}, served
+        assert all(t.result() is True for t in readers)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
     assert waits._waiting == []
