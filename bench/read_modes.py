@@ -31,7 +31,7 @@ import numpy as np
 import redis
 
 from bench.drain import DrainRun, aof_size, bare_drain
-from bench.e2e import machine, median, paired
+from bench.e2e_setup import machine, median, paired
 from bench.traffic import fill, tick_fields
 from service.embedded_redis import EmbeddedRedis
 from service.redis_io import connect
