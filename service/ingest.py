@@ -412,18 +412,18 @@ class Engine:
             self._snapshots.collect(wait=True)
         self._commit_sha = self._client.script_load(COMMIT_LUA)
         r = restore(self._client, self._layout, self._store, self.settings, self.artifact,
-                    self._learner, self._row_floats)
+                    self._learner, self._row_floats, published.snapshot.stream_id)
         self._counters.gap_entries += r.gone
         self._state = state = r.state
-        out = r.output_id
-        self._output_cursor = parse_id(out) if out else NO_CURSOR
-        self._reader.start(state.cursor_id, out if self._output_cursor > state.cursor else None)
+        self._output_cursor = r.output_cursor
+        self._reader.start(state.cursor_id,
+                           r.output_id if r.output_cursor > state.cursor else None)
         self._in_hand, self._unsent, self._in_flight = [], None, None
         self._snapshot_cursor = state.cursor
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
         self._replay = Replay(total=r.behind)
-        published.restored(r.predictions, out, self._output_cursor)
+        published.restored(r.predictions, r.output_id, r.output_cursor, r.serves_ahead)
         published.registry(state.registry)
         published.scores_of(state, force=True)
         self._set_applied(state.cursor)

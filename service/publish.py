@@ -15,12 +15,11 @@ from types import MappingProxyType
 
 from models.evaluation import Evaluator, Quality
 from service.commit import Outputs
-from service.records import parse_id
 from service.registry import Registry
-from service.served_waits import Cursor, ServedWaits
+from service.served_waits import ServedWaits
 from service.snapshot import Prediction, Snapshot, with_latest
 from service.state import RowState
-from service.types import Row, StreamId
+from service.types import Cursor, Row, StreamId
 
 SCORES_EVERY_S = 0.25  # the live scores readers see are copied at most this often
 
@@ -47,15 +46,14 @@ class Published:
         self.served.reached(cursor)
 
     def restored(self, predictions: dict[str, Prediction], output_id: StreamId | None,
-                 output_cursor: Cursor) -> None:
-        """After a restore, the outputs Redis holds (up to `output_cursor`); unless this
-        process already serves further on (stepped, its commit lost): the replay commits
-        those very predictions again."""
-        served = self.snapshot.stream_id
-        if served is None or parse_id(served) < output_cursor:
+                 output_cursor: Cursor, serves_ahead: bool) -> None:
+        """After a restore, the outputs Redis holds (up to `output_cursor`), and readers
+        wait on from there (it may be behind what was served: a Redis that lost it); unless
+        this process `serves_ahead` (stepped, its commit lost, the entries still in the
+        stream): the replay commits those very predictions again."""
+        if not serves_ahead:
             self.snapshot = Snapshot.of(predictions, time.time(), output_id)
-            if output_id:
-                self.served.reached(output_cursor)
+            self.served.restart(output_cursor)
         self._scores_cursor = None
 
     def current(self) -> None:

@@ -16,11 +16,11 @@ from service.config import Settings
 from service.layout import Layout
 from service.migrate import drop_legacy, has_legacy_state, load_legacy
 from service.reader import entries_read_at, last_id, stream_counts
-from service.records import StateError, decode_prediction
+from service.records import StateError, decode_prediction, parse_id
 from service.snapshot import Prediction
 from service.snapshots import SnapshotData, SnapshotStore
-from service.state import RowState
-from service.types import StreamId
+from service.state import NO_CURSOR, RowState
+from service.types import Cursor, StreamId
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,18 @@ class Restored:
     behind: int | None  # entries after the cursor to replay (None: cannot be counted)
     gone: int  # entries trimmed away unread, gone on without (ACCEPT_GAP)
     output_id: StreamId | None  # the outputs of entries up to here are in Redis
+    output_cursor: Cursor  # the same, parsed (NO_CURSOR: none)
     predictions: dict[str, Prediction]  # the latest ones written, per ticker
+    # what this process served is past the output cursor, and still in the stream: a
+    # commit was lost, and the replay recomputes (and commits) those very predictions
+    serves_ahead: bool
 
 
 def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings: Settings,
-            artifact: Artifact, learner: OnlineLearner, row_floats: int) -> Restored:
+            artifact: Artifact, learner: OnlineLearner, row_floats: int,
+            served: StreamId | None) -> Restored:
     """Load the current snapshot and the outputs written after it (StateError: a gap, or
-    a snapshot this model must not resume)."""
+    a snapshot this model must not resume). `served`: the last entry this process served."""
     base_version = artifact.meta.model_version
     store.load_scripts()
     data = store.load(row_floats, base_version)
@@ -52,8 +57,12 @@ def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings:
     out_raw, pred_raw = client.get(layout.output_cursor), client.hgetall(layout.predictions)
     predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
                    for k, v in pred_raw.items()}
-    return Restored(state, fresh, behind, gone, out_raw.decode() if out_raw else None,
-                    predictions)
+    output_id = out_raw.decode() if out_raw else None
+    output_cursor = parse_id(output_id) if output_id else NO_CURSOR
+    # else what it served is gone from Redis (FLUSHALL, the stream deleted): so is its claim
+    ahead = (served is not None and parse_id(served) > output_cursor
+             and bool(client.xrange(settings.stream, served, served, count=1)))
+    return Restored(state, fresh, behind, gone, output_id, output_cursor, predictions, ahead)
 
 
 def first_snapshot(client: redis.Redis, layout: Layout, store: SnapshotStore,

@@ -16,8 +16,8 @@ import itertools
 import threading
 
 from service.state import NO_CURSOR
+from service.types import Cursor
 
-Cursor = tuple[int, int]  # a parsed stream ID (service.records.parse_id)
 NONE_WAITING: Cursor = (2**64, 0)  # past any stream ID
 # (position, arrival: orders equal positions, never the loop), its loop, its future
 Waiter = tuple[Cursor, int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -55,6 +55,12 @@ class ServedWaits:
                 due.append(heapq.heappop(waiting))
             self._first_due = waiting[0][0] if waiting else NONE_WAITING
         _wake(due)
+
+    def restart(self, cursor: Cursor) -> None:
+        """Served up to `cursor`, even if that is before the position so far: Redis lost
+        what was served (FLUSHALL, the stream deleted and written anew). Readers wait on."""
+        self._served = NO_CURSOR
+        self.reached(cursor)
 
     def close(self) -> None:
         """Wake every reader now, and answer later ones at once (`until` returns False):

@@ -1,6 +1,7 @@
 """The ingest engine against a real redis-server: online = offline, exactly once, bad input
 kept out of the state, growth, per-row reset, recycling, replay, Redis failures."""
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from models.ticks import TickTable
 from service.embedded_redis import EmbeddedRedis
 from service.ingest import Engine
 from service.prediction_stream import stream_predictions
+from service.publish import Published
 from service.records import decode_prediction
 from service.redis_io import Link
 from service.snapshot import Snapshot
@@ -218,8 +220,17 @@ def test_a_failed_commit_is_redone_from_the_snapshot_and_the_log(
             raise redis.ConnectionError("injected: commit reply lost")
         return result
 
+    restores: list[tuple[str | None, str | None]] = []  # served before and after each
+    real_restored = Published.restored
+
+    def restored(self: Published, *args: object) -> None:
+        before = self.snapshot.stream_id
+        real_restored(self, *args)
+        restores.append((before, self.snapshot.stream_id))
+
     monkeypatch.setattr(Link, "send", flaky_send)
     monkeypatch.setattr(Link, "read", flaky_read)
+    monkeypatch.setattr(Published, "restored", restored)
     ticks = interleaved(20, 1200, seed=3)
     ids = xadd_ticks(redis_client, ticks)
     engine = start_engine(batch_count=50)
@@ -230,6 +241,8 @@ def test_a_failed_commit_is_redone_from_the_snapshot_and_the_log(
     status = engine.status()
     assert status["errors"] == 2 and "commit reply lost" in status["last_error"]
     assert status["replayed"] > 0  # the lost reply's batch was recomputed, not rewritten
+    # served ahead of the commits that failed, still in the stream: never taken back
+    assert len(restores) == 3 and all(after == before for before, after in restores[1:])
 
 
 def assert_each_tick_published_once(client: redis.Redis, n: int) -> None:
@@ -447,3 +460,28 @@ def test_redis_outage_keeps_reads_and_ends_exact(start_engine: StartEngine, tmp_
         assert_matches_keras(engine.snapshot, ticks, artifact_dir, artifact)
         assert_each_tick_published_once(client, len(ticks))
         engine.stop()
+
+
+def test_a_flushed_redis_is_served_as_it_is_now_not_as_it_was(
+        start_engine: StartEngine, redis_client: redis.Redis, artifact_dir: Path,
+        artifact: Artifact) -> None:
+    """FLUSHALL under a running engine: the history it served is gone from Redis, so it
+    must stop serving it (the old tickers' predictions), and `?after=` must wait again
+    from the start (a new stream may begin with lower IDs)."""
+    engine = start_engine(lease_ttl_s=1.0)
+    waits = engine.served_of("SYN0000")
+    wait_caught_up(engine, xadd_ticks(redis_client, interleaved(5, 200, seed=21))[-1])
+    assert len(engine.snapshot.predictions) == 5
+    redis_client.flushall()
+    wait_for(lambda: not engine.snapshot.predictions, "the old predictions gone", 10)
+    assert engine.snapshot.stream_id is None
+    assert asyncio.run(waits.until((1, 0), timeout=0)) is False  # nothing of it served yet
+    new = interleaved(3, 60, seed=22)
+    pipe = redis_client.pipeline(transaction=False)
+    for i, t in enumerate(new.ticks(), start=1):  # IDs far below the old ones
+        pipe.xadd("ticks", {"ticker": t.ticker, "price": repr(t.price),
+                            "volume": repr(t.volume), "ts": t.ts_ms}, id=f"{i}-0")
+    ids = pipe.execute()
+    wait_caught_up(engine, ids[-1])
+    assert asyncio.run(waits.until((len(ids), 0), timeout=0)) is True
+    assert_matches_keras(engine.snapshot, new, artifact_dir, artifact)
