@@ -160,8 +160,9 @@ def run_service_scenarios(cfg: Config, server: EmbeddedRedis, model_dir: Path,
         try:
             res.rss_kb[n] = memory.rss_after(svc, client, server.port, stream, n,
                                              cfg.memory_ticks)
-            say(f"[memory] N={n}: RSS {res.rss_kb[n][0] / 1024:,.0f} MiB, peak "
-                f"{res.rss_kb[n][1] / 1024:,.0f} MiB")
+            mem = res.rss_kb[n]
+            say(f"[memory] N={n}: RSS {mem.rss / 1024:,.0f} MiB (its own {mem.anon / 1024:,.0f}"
+                f", mapped files {mem.file / 1024:,.0f}), peak {mem.peak / 1024:,.0f} MiB")
             if n == min(cfg.memory_tickers):
                 run_latency_http_growth(cfg, svc, server, stream, n, workdir, res, say)
         finally:

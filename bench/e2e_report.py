@@ -90,9 +90,11 @@ def table(res: Results) -> str:
                          f"bare route {bare:,.0f}", f"{ratio:.2f}x", target))
     elif res.http_skipped:
         rows.append(("HTTP", "skipped", res.http_skipped, "", ""))
-    for n, (rss, peak) in sorted(res.rss_kb.items()):
-        rows.append((f"RSS after N={n:,} tickers (MiB)", f"{rss / 1024:,.0f}",
-                     f"peak {peak / 1024:,.0f}", "", "≤ 700 at N=5,000" if n == 5_000 else ""))
+    for n, mem in sorted(res.rss_kb.items()):
+        rows.append((f"RSS after N={n:,} tickers (MiB)", f"{mem.rss / 1024:,.0f}",
+                     f"peak {mem.peak / 1024:,.0f}; its own {mem.anon / 1024:,.0f}, mapped "
+                     f"files {mem.file / 1024:,.0f}", "",
+                     "≤ 700 at N=5,000" if n == 5_000 else ""))
     if res.growth is not None:
         g = res.growth
         rows.append((f"RSS growth over {g.seconds:,.0f}s at {g.rate:,.0f} ticks/s",

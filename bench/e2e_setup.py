@@ -15,6 +15,7 @@ from pathlib import Path
 from bench import latency, memory
 from bench.drain import DrainRun
 from bench.recovery import Recovery, SnapshotCost
+from bench.service import Resident
 from bench.traffic import SHAPES
 
 
@@ -101,7 +102,7 @@ class Results:
     latency_everysec: latency.Latency | None = None  # diagnostic: without fsync per write
     http: dict[str, list[float]] = field(default_factory=dict)
     http_skipped: str | None = None
-    rss_kb: dict[int, tuple[int, int]] = field(default_factory=dict)  # N -> (RSS, peak)
+    rss_kb: dict[int, Resident] = field(default_factory=dict)  # by N
     growth: memory.Growth | None = None
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import redis
 
 from bench.feeder import Feeder
-from bench.service import Server, serves_through, wait_for
+from bench.service import Resident, Server, serves_through, wait_for
 from bench.traffic import fill, tick_fields
 from service.reader import last_id
 
@@ -30,9 +30,9 @@ class Growth:
 
 
 def rss_after(server: Server, client: redis.Redis, port: int, stream: str, n_tickers: int,
-              n_ticks: int) -> tuple[int, int]:
-    """Feed `n_ticks` over `n_tickers`, wait until the service applied them all; returns
-    its (current, peak) RSS in KiB."""
+              n_ticks: int) -> Resident:
+    """Feed `n_ticks` over `n_tickers`, wait until the service applied them all; then its
+    resident memory."""
     fill(client, port, stream, tick_fields("uniform", n_tickers, n_ticks, seed=n_tickers))
     last = last_id(client, stream)
     wait_for(lambda: serves_through(server, last), "the service to drain", DRAIN_TIMEOUT_S,

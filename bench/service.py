@@ -13,12 +13,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from service.embedded_redis import free_port
 
 TICKSTREAM = str(Path(sys.executable).with_name("tickstream"))
 START_TIMEOUT_S = 180.0
+
+
+class Resident(NamedTuple):
+    """A process's resident memory, KiB. `file` is pages of mapped files (TensorFlow's
+    shared libraries, ~380 MiB here): shared, and resident as far as the page cache and
+    the kernel's fault-around had them, so it moves between runs of the same code;
+    `anon` is the process's own (heap, arrays)."""
+
+    rss: int
+    peak: int
+    anon: int
+    file: int
 
 
 class Server:
@@ -65,12 +77,13 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
-    def rss_kb(self) -> tuple[int, int]:
-        """(current, peak) resident set size of the process, in KiB (/proc status)."""
+    def rss_kb(self) -> Resident:
+        """The process's resident memory now (/proc status)."""
         assert self.proc is not None
         fields = dict(line.split(":", 1) for line in
                       Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+        return Resident(*(int(fields[k].split()[0])
+                          for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")))
 
 
 def tickstream_serve(redis_url: str, model_dir: Path, workdir: Path, name: str,

@@ -25,6 +25,9 @@ def test_quick_bench_drains_everything_and_reports_every_figure() -> None:
         assert all(r.probes > 0 and math.isfinite(r.p99_ms) for r in runs)
     assert res.latency_everysec is not None and res.latency_everysec.probes > 0
     assert set(res.rss_kb) == set(e2e.QUICK.memory_tickers)
+    for mem in res.rss_kb.values():  # its own and mapped files: parts of the RSS
+        assert 0 < mem.anon < mem.rss <= mem.peak and 0 < mem.file < mem.rss
+        assert mem.anon + mem.file <= mem.rss
     assert res.growth is not None and len(res.growth.samples) >= 2
     assert res.http_skipped or set(res.http) == {"bare", "idle", "ingesting"}
     table = e2e.table(res)
