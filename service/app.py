@@ -18,6 +18,7 @@ from models.artifact import Artifact, load_artifact
 from service import topology
 from service.api.guards import BodyLimit, ReadKey
 from service.api.openapi import truthful_openapi
+from service.api.remote import RemoteWaits
 from service.api.routes import (
     dashboard,
     health,
@@ -69,9 +70,11 @@ def create_app(
                                                 **options)
         # the predictions stream's columns are binary
         app.state.redis_bytes = topology.async_client(redis_url, cluster, **options)
+        app.state.remote_waits = RemoteWaits(app.state.redis_bytes)  # ?after=, other shards
         try:
             yield
         finally:
+            await app.state.remote_waits.close()
             await app.state.redis.aclose()
             await app.state.redis_bytes.aclose()
             engine.stop()

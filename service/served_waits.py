@@ -56,6 +56,16 @@ class ServedWaits:
             self._first_due = waiting[0][0] if waiting else NONE_WAITING
         _wake(due)
 
+    @property
+    def position(self) -> Cursor:
+        """Served up to here."""
+        return self._served
+
+    @property
+    def waiting(self) -> bool:
+        """Some reader waits for a later position."""
+        return bool(self._waiting)
+
     def restart(self, cursor: Cursor) -> None:
         """Served up to `cursor`, even if that is before the position so far: Redis lost
         what was served (FLUSHALL, the stream deleted and written anew). Readers wait on."""

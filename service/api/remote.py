@@ -3,7 +3,7 @@
 Each shard's owner writes every moved ticker's latest-prediction record with each commit
 (service/commit.py), so any engine can answer for any ticker: from memory for the shards
 it runs, from those records for the others. One pipelined round trip per request (a
-GET with `?after=` also polls the shard's output cursor until it gets there).
+GET with `?after=` also waits for the shard's output cursor to get there: RemoteWaits).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from service.records import decode_prediction, parse_id
+from service.served_waits import ServedWaits
 from service.sharded import Remote
 from service.snapshot import Prediction
+from service.types import Cursor
 
 AnyRedis = Redis | RedisCluster
-# between reads of another shard's output cursor while a GET waits: doubling, so that many
-# waiting GETs do not poll Redis every few ms each for long
+# between reads of another shard's output cursor while GETs wait on it: doubling while it
+# does not move, back to the first once it moves or a GET starts waiting
 REMOTE_POLL_S = (0.002, 0.05)
 
 
@@ -33,21 +35,56 @@ def cursor_age(cursor: bytes | None) -> float | None:
     return round(max(0.0, time.time() - int(cursor.partition(b"-")[0]) / 1000), 3)
 
 
-async def remote_served_through(redis: AnyRedis, remote: Remote, cursor: tuple[int, int],
-                                timeout: float) -> bool:
-    """Wait until the shard's owner has written the outputs of every entry up to `cursor`
-    (its output cursor, polled: another process's progress has no push to wait on)."""
-    deadline = time.monotonic() + timeout
-    pause, longest = REMOTE_POLL_S
-    while True:
-        written = await redis.get(remote.output_cursor)
-        if written is not None and parse_id(written.decode()) >= cursor:
-            return True
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        await asyncio.sleep(min(pause, left))
-        pause = min(pause * 2, longest)
+class RemoteWaits:
+    """GETs `?after=` waiting on shards that other engines run. Another process's progress
+    has no push to wait on, so its output cursor is polled: by one task per shard while any
+    GET waits on it, not by each GET (W waiting GETs would poll Redis W times as often)."""
+
+    def __init__(self, redis: AnyRedis) -> None:
+        self._redis = redis
+        self._waits: dict[int, ServedWaits] = {}
+        self._pollers: dict[int, asyncio.Task[None]] = {}
+        self._soon: dict[int, asyncio.Event] = {}  # set: poll at the first pause again
+
+    async def until(self, remote: Remote, cursor: Cursor, timeout: float) -> bool:
+        """Wait until the shard's owner has written the outputs of every entry up to
+        `cursor`; False if `timeout` seconds pass first."""
+        shard = remote.shard
+        waits = self._waits.setdefault(shard, ServedWaits())
+        if shard in self._pollers:
+            self._soon[shard].set()
+        else:
+            self._soon[shard] = asyncio.Event()
+            self._pollers[shard] = asyncio.create_task(self._poll(remote, waits))
+        return await waits.until(cursor, timeout)
+
+    async def _poll(self, remote: Remote, waits: ServedWaits) -> None:
+        first, longest = REMOTE_POLL_S
+        pause, soon = first, self._soon[remote.shard]
+        try:
+            while True:
+                soon.clear()  # a GET that starts waiting from here on gets a poll after it
+                written = await self._redis.get(remote.output_cursor)
+                if written is not None:
+                    cursor = parse_id(written.decode())
+                    if cursor > waits.position:
+                        waits.reached(cursor)
+                        pause = first
+                if not waits.waiting:
+                    return
+                try:
+                    await asyncio.wait_for(soon.wait(), pause)
+                    pause = first  # a GET started waiting: it is not kept for long
+                except TimeoutError:
+                    pause = min(pause * 2, longest)
+        finally:
+            del self._pollers[remote.shard]
+
+    async def close(self) -> None:
+        """At shutdown: the pollers end (their GETs are gone)."""
+        for task in list(self._pollers.values()):
+            task.cancel()
+        await asyncio.gather(*self._pollers.values(), return_exceptions=True)
 
 
 async def remote_prediction(redis: AnyRedis, remote: Remote,

@@ -24,7 +24,7 @@ from service.api.deps import (
     problem,
     snapshot_age,
 )
-from service.api.remote import remote_prediction, remote_predictions, remote_served_through
+from service.api.remote import remote_prediction, remote_predictions
 from service.prediction_stream import stream_predictions
 from service.records import parse_id
 from service.sharded import AnyEngine, ShardedEngine
@@ -204,8 +204,8 @@ async def _wait_served(request: Request, engine: AnyEngine, ticker: str,
         return  # served, or timed out, or standing by: what is served here answers
     # another engine runs its shard: its written outputs are what is served here
     assert isinstance(engine, ShardedEngine)
-    await remote_served_through(request.app.state.redis_bytes, engine.remote(ticker),
-                                cursor, max(0.0, deadline - time.monotonic()))
+    await request.app.state.remote_waits.until(engine.remote(ticker), cursor,
+                                               max(0.0, deadline - time.monotonic()))
 
 
 @router.get("/{ticker}", response_model=OnePrediction,
