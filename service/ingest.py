@@ -423,7 +423,7 @@ class Engine:
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
         self._replay = Replay(total=r.behind)
-        published.restored(r.predictions, r.output_id, r.output_cursor, r.serves_ahead)
+        published.restored(r.predictions, r.output_id, r.output_cursor, r.keep_served)
         published.registry(state.registry)
         published.scores_of(state, force=True)
         self._set_applied(state.cursor)

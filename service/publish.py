@@ -1,9 +1,10 @@
 """Publishing, the loop's last stage: what readers see of the state, swapped whole.
 
-The loop thread is the only writer here; HTTP threads only read. Every attribute is
-replaced by a new object and never changed in place, so a reader that took one (a
-snapshot, the ticker map, a copy of the scores) holds a consistent view however far the
-loop has gone since, with no lock and no wait for the model.
+The loop thread is the only writer here; HTTP threads only read. Every attribute but
+`served` is replaced by a new object and never changed in place, so a reader that took one
+(a snapshot, the ticker map, a copy of the scores) holds a consistent view however far the
+loop has gone since, with no lock and no wait for the model. `served` is the one object
+both sides share: readers wait on it, the loop announces to it (service/served_waits.py).
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ class Published:
         self.served.reached(cursor)
 
     def restored(self, predictions: dict[str, Prediction], output_id: StreamId | None,
-                 output_cursor: Cursor, serves_ahead: bool) -> None:
+                 output_cursor: Cursor, keep_served: bool) -> None:
         """After a restore, the outputs Redis holds (up to `output_cursor`), and readers
         wait on from there (it may be behind what was served: a Redis that lost it); unless
-        this process `serves_ahead` (stepped, its commit lost, the entries still in the
-        stream): the replay commits those very predictions again."""
-        if not serves_ahead:
+        `keep_served`: this process serves those very outputs already (kept as they are:
+        their model_version, freshness), or more (stepped, its commit lost, the entries still
+        in the stream: the replay commits those very predictions again)."""
+        if not keep_served:
             self.snapshot = Snapshot.of(predictions, time.time(), output_id)
             self.served.restart(output_cursor)
         self._scores_cursor = None

@@ -36,9 +36,9 @@ class Restored:
     output_id: StreamId | None  # the outputs of entries up to here are in Redis
     output_cursor: Cursor  # the same, parsed (NO_CURSOR: none)
     predictions: dict[str, Prediction]  # the latest ones written, per ticker
-    # what this process served is past the output cursor, and still in the stream: a
-    # commit was lost, and the replay recomputes (and commits) those very predictions
-    serves_ahead: bool
+    # what this process serves is what Redis holds, or past it with the entries still in
+    # the stream (a commit was lost: the replay recomputes and commits those very ones)
+    keep_served: bool
 
 
 def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings: Settings,
@@ -59,9 +59,12 @@ def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings:
                    for k, v in pred_raw.items()}
     output_id = out_raw.decode() if out_raw else None
     output_cursor = parse_id(output_id) if output_id else NO_CURSOR
-    # else what it served is gone from Redis (FLUSHALL, the stream deleted): so is its claim
-    ahead = (served is not None and parse_id(served) > output_cursor
-             and bool(client.xrange(settings.stream, served, served, count=1)))
+    # Served past the output cursor: a lost commit while that entry is still in the stream;
+    # if it is gone (FLUSHALL, the stream deleted; or, only with ACCEPT_GAP, trimmed by
+    # someone else), so is the claim of what was served on it.
+    at = None if served is None else parse_id(served)
+    ahead = at is not None and (at == output_cursor or (
+        at > output_cursor and bool(client.xrange(settings.stream, served, served, count=1))))
     return Restored(state, fresh, behind, gone, output_id, output_cursor, predictions, ahead)
 
 

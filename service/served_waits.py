@@ -46,8 +46,10 @@ class ServedWaits:
         if cursor <= self._served:
             return
         self._served = cursor
-        if cursor < self._first_due:
-            return
+        if cursor >= self._first_due:
+            self._wake_through(cursor)
+
+    def _wake_through(self, cursor: Cursor) -> None:
         due = []
         with self._lock:
             waiting = self._waiting
@@ -69,8 +71,8 @@ class ServedWaits:
     def restart(self, cursor: Cursor) -> None:
         """Served up to `cursor`, even if that is before the position so far: Redis lost
         what was served (FLUSHALL, the stream deleted and written anew). Readers wait on."""
-        self._served = NO_CURSOR
-        self.reached(cursor)
+        self._served = cursor
+        self._wake_through(cursor)
 
     def close(self) -> None:
         """Wake every reader now, and answer later ones at once (`until` returns False):
@@ -96,9 +98,11 @@ class ServedWaits:
         with self._lock:
             heapq.heappush(self._waiting, waiter)
             self._first_due = self._waiting[0][0]
-        if cursor <= self._served:  # served between the first check and the push
+        # served, or closed (`close` clears the heap after it stops serving), between the
+        # first checks and the push
+        if cursor <= self._served or not self._serving:
             self._forget(waiter)
-            return True
+            return cursor <= self._served
         woken = False
         try:
             await asyncio.wait_for(waiter[3], timeout)
@@ -111,7 +115,8 @@ class ServedWaits:
         return cursor <= self._served
 
     def _forget(self, waiter: Waiter) -> None:
-        """Take a reader that gave up off the heap: O(W), only for a wait that ran out."""
+        """Take a reader off the heap that was not woken (it ran out, was cancelled, or
+        found its answer right after the push): O(W)."""
         with self._lock:
             waiting = self._waiting
             if waiter in waiting:

@@ -9,17 +9,22 @@ GET with `?after=` also waits for the shard's output cursor to get there: Remote
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from service.records import decode_prediction, parse_id
 from service.served_waits import ServedWaits
 from service.sharded import Remote
 from service.snapshot import Prediction
+from service.state import NO_CURSOR
 from service.types import Cursor
+
+log = logging.getLogger(__name__)
 
 AnyRedis = Redis | RedisCluster
 # between reads of another shard's output cursor while GETs wait on it: doubling while it
@@ -45,10 +50,14 @@ class RemoteWaits:
         self._waits: dict[int, ServedWaits] = {}
         self._pollers: dict[int, asyncio.Task[None]] = {}
         self._soon: dict[int, asyncio.Event] = {}  # set: poll at the first pause again
+        self._closed = False
 
     async def until(self, remote: Remote, cursor: Cursor, timeout: float) -> bool:
         """Wait until the shard's owner has written the outputs of every entry up to
-        `cursor`; False if `timeout` seconds pass first."""
+        `cursor`; False if `timeout` seconds pass first, or if polling fails (the caller's
+        own read of Redis then says why)."""
+        if self._closed:
+            return False
         shard = remote.shard
         waits = self._waits.setdefault(shard, ServedWaits())
         if shard in self._pollers:
@@ -64,12 +73,20 @@ class RemoteWaits:
         try:
             while True:
                 soon.clear()  # a GET that starts waiting from here on gets a poll after it
-                written = await self._redis.get(remote.output_cursor)
-                if written is not None:
-                    cursor = parse_id(written.decode())
-                    if cursor > waits.position:
-                        waits.reached(cursor)
-                        pause = first
+                try:
+                    written = await self._redis.get(remote.output_cursor)
+                    cursor = parse_id(written.decode()) if written is not None else NO_CURSOR
+                except (RedisError, ValueError) as e:
+                    log.warning("reading %s failed (%s): GETs waiting on it answer now",
+                                remote.output_cursor, e)
+                    waits.close()  # each returns False at once, then reads Redis itself
+                    waits.resume()
+                    return
+                if cursor > waits.position:
+                    waits.reached(cursor)
+                    pause = first
+                elif cursor < waits.position:  # that Redis lost what it had (FLUSHALL)
+                    waits.restart(cursor)
                 if not waits.waiting:
                     return
                 try:
@@ -77,11 +94,12 @@ class RemoteWaits:
                     pause = first  # a GET started waiting: it is not kept for long
                 except TimeoutError:
                     pause = min(pause * 2, longest)
-        finally:
-            del self._pollers[remote.shard]
+        finally:  # the position it polled goes too: it may be stale by the next wait
+            del self._pollers[remote.shard], self._waits[remote.shard]
 
     async def close(self) -> None:
         """At shutdown: the pollers end (their GETs are gone)."""
+        self._closed = True
         for task in list(self._pollers.values()):
             task.cancel()
         await asyncio.gather(*self._pollers.values(), return_exceptions=True)

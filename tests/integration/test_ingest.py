@@ -454,6 +454,10 @@ def test_redis_outage_keeps_reads_and_ends_exact(start_engine: StartEngine, tmp_
 
         server.start()
         client = redis.Redis.from_url(server.url)
+        wait_for(lambda: engine.ready, "restored from the restarted Redis")
+        # every output served was committed: the restore keeps them as served (the same
+        # map, its model_version and all), not Redis's copy of them
+        assert engine.snapshot.predictions is served.predictions
         ids = xadd_ticks(client, ticks.take(np.arange(800, 1600)))
         wait_caught_up(engine, ids[-1])
         wait_for(lambda: engine.ready, "ready again")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from service.api.remote import RemoteWaits
@@ -18,10 +19,13 @@ class CountingRedis(Redis):
     """Counts the GETs of the shard's output cursor."""
 
     gets = 0
+    down = False  # the GETs of it fail, as with Redis gone
 
     async def get(self, name):  # type: ignore[no-untyped-def,override]
         if name == SHARD.output_cursor:
             self.gets += 1
+            if self.down:
+                raise redis.exceptions.ConnectionError("injected")
         return await super().get(name)
 
 
@@ -54,3 +58,32 @@ def test_one_poll_answers_every_waiting_get(redis_url: str) -> None:
     # a poll every 2 ms doubling to 50 (~12 in 0.3 s), not one per waiting GET
     assert answered == [True] * WAITERS and gets_waiting < 30
     assert timed_out == [False] * 10
+
+
+def test_a_flushed_or_unreachable_shard_is_not_taken_for_written(redis_url: str) -> None:
+    """The position goes back with the shard's output cursor (FLUSHALL: IDs start over);
+    a poll that fails answers the waiting GETs at once (their own read of Redis then
+    fails fast), rather than leaving them to sit out `wait` with no poller."""
+
+    async def scenario() -> None:
+        redis = CountingRedis.from_url(redis_url)
+        waits = RemoteWaits(redis)
+        await redis.set(SHARD.output_cursor, "900-0")
+        assert await waits.until(SHARD, (900, 0), 5) is True
+        await redis.flushall()
+        again = asyncio.create_task(waits.until(SHARD, (5, 0), 5))  # a new stream's ID
+        await asyncio.sleep(0.2)
+        assert not again.done()  # not written since the flush: it waits
+        await redis.set(SHARD.output_cursor, "5-0")
+        assert await again is True
+        redis.down = True
+        failing = [waits.until(SHARD, (10, 0), 5) for _ in range(3)]
+        assert await asyncio.wait_for(asyncio.gather(*failing), 2) == [False] * 3
+        redis.down = False
+        await redis.set(SHARD.output_cursor, "10-0")
+        assert await waits.until(SHARD, (10, 0), 5) is True  # polling again
+        await waits.close()
+        assert await waits.until(SHARD, (10, 0), 5) is False  # shut down: nothing polls
+        await redis.aclose()
+
+    asyncio.run(scenario())

@@ -149,3 +149,26 @@ def test_each_of_many_readers_wakes_exactly_when_its_position_is_served() -> Non
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
     assert waits._waiting == []
+
+
+def test_a_close_between_the_check_and_the_registration_answers_at_once() -> None:
+    """The engine stands by right after the reader found it serving and before its
+    registration: the reader must answer at once (not served), not sit out its timeout."""
+    waits = ServedWaits()
+    real = threading.Lock()
+
+    class CloseRunsFirst:
+        injected = False
+
+        def __enter__(self) -> None:
+            if not self.injected:  # the reader's registration: the standby slips in first
+                self.injected = True
+                waits.close()
+            real.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real.release()
+
+    waits._lock = CloseRunsFirst()  # type: ignore[assignment]
+    assert asyncio.run(asyncio.wait_for(waits.until((2, 0), timeout=30), 5)) is False
+    assert waits._waiting == []

@@ -30,6 +30,7 @@ from service.records import parse_id
 from service.sharded import AnyEngine, ShardedEngine
 from service.shards import Routing, shard_of
 from service.snapshot import Prediction, Snapshot
+from service.types import Cursor
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"], responses=READ_PROBLEMS)
 ONE = TICKER_INPUT[1:-1]
@@ -194,7 +195,7 @@ def _after(request: Request) -> tuple[tuple[int, int], float] | None:
 
 
 async def _wait_served(request: Request, engine: AnyEngine, ticker: str,
-                       cursor: tuple[int, int], wait: float) -> None:
+                       cursor: Cursor, wait: float) -> None:
     """Until the ticker's shard has served entry `cursor` (or `wait` seconds pass); if this
     engine hands the shard over meanwhile, until the new owner has written it."""
     deadline = time.monotonic() + wait
