@@ -40,13 +40,13 @@ from service.config import Settings
 from service.entries import CONTROL, RawEntry, TickerCache, ids_of, parse_entries, stream_ms
 from service.layout import Layout
 from service.lease import Lease, LeaseLost
-from service.loop_figures import Counters, Replay, describe_model
+from service.loop_figures import Counters, Health, Replay, describe_model
 from service.membership import process_of
 from service.publish import Published
 from service.reader import TickReader, stream_counts
 from service.records import format_id, parse_id
 from service.recovery import restore
-from service.redis_io import Link, connect, write_refusal
+from service.redis_io import Link, connect
 from service.served_waits import ServedWaits
 from service.snapshot import Snapshot
 from service.snapshots import SnapshotData, SnapshotStore, SnapshotWriter
@@ -55,8 +55,6 @@ from service.types import Row
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S = 0.05
-BACKOFF_CAP_S = 2.0
 LAG_POLL_S = 1.0  # XINFO STREAM at most this often
 REPLAY_LOG_S = 2.0  # a "replaying n of m entries" line at most this often
 RESET_TIMEOUT_S = 5.0
@@ -115,18 +113,12 @@ class Engine:
         self._lag_polled_at = 0.0
         # what other threads read, each part swapped whole (service/publish.py)
         self.published = Published(self._state.registry, self._state.evaluator)
-        self._connected = False
-        self._replay: Replay | None = None
-        self._last_error: str | None = None
-        self._refusing: str | None = None  # why Redis refuses the loop's writes, if it does
-        self._last_ok_at: float | None = None  # time.time() of the last good iteration
-        self._current_at = float("-inf")  # time.monotonic() when last caught up, all committed
+        self._health = Health()  # status(), /readyz
         self._counters = Counters()
         self._applied_to = NO_CURSOR  # committed (or replayed) up to this entry
         self._progress = threading.Condition()  # notified when _applied_to moves
         self._captures: queue.SimpleQueue[Future[SnapshotData]] = queue.SimpleQueue()
         self._stale = False  # the state in memory may be behind Redis: restore first
-        self._backoff = BACKOFF_FIRST_S  # the wait after the next failed turn
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -233,20 +225,16 @@ class Engine:
     def ready(self) -> bool:
         """Redis reachable, replay done, caught up (the last read drained the stream) and
         every output committed."""
-        return (self._serving and self._reader.caught_up and self._unsent is None
+        return (self._health.serving and self._reader.caught_up and self._unsent is None
                 and self._in_flight is None)
 
     @property
     def current(self) -> bool:
         """Keeping up: `ready` now or within the last CURRENT_WINDOW_S. Under a steady
         feed `ready` blinks (a commit is in flight most of the time); /readyz asks this."""
-        return (self._serving and not self._standby
-                and time.monotonic() - self._current_at < CURRENT_WINDOW_S)
-
-    @property
-    def _serving(self) -> bool:
-        """Redis reachable and taking writes, replay done: what `ready` and `current` share."""
-        return self._connected and self._refusing is None and self._replay is None
+        h = self._health
+        return (h.serving and not self._standby
+                and time.monotonic() - h.current_at < CURRENT_WINDOW_S)
 
     def counters(self) -> Counters:
         """A copy, consistent enough for metrics (each field is one atomic read)."""
@@ -264,13 +252,14 @@ class Engine:
     def status(self) -> dict[str, Any]:
         """For /readyz and operators; `last_ok_at` (time.time()) says how stale reads may be."""
         c = self.counters()
-        replay = self._replay
+        h = self._health
+        replay = h.replay
         return {
-            "connected": self._connected, "ready": self.ready, "current": self.current,
+            "connected": h.connected, "ready": self.ready, "current": self.current,
             "standby": self._standby,
-            "refusing_writes": self._refusing,
-            "last_ok_at": self._last_ok_at,
-            "last_error": self._last_error, "lag": c.lag,
+            "refusing_writes": h.refusing,
+            "last_ok_at": h.last_ok_at,
+            "last_error": h.last_error, "lag": c.lag,
             "replaying": None if replay is None else {"done": replay.done,
                                                       "total": replay.total,
                                                       "says": str(replay)},
@@ -361,8 +350,7 @@ class Engine:
             self._maybe_snapshot()
             self._serve_captures()
             self._poll_lag()
-            self._last_ok_at = time.time()
-            self._backoff = BACKOFF_FIRST_S
+            self._health.ok()
             return 0.0
         except LeaseLost as e:  # another engine took over: it has the truth now
             log.warning("ingest: %s; standing by", e)
@@ -371,14 +359,8 @@ class Engine:
             return 0.0
         except Exception as e:  # the loop must outlive anything; Redis has the truth
             self._drop_pipeline()
-            refused = write_refusal(e)  # up, but not writing: it has all we wrote
-            self._connected = bool(refused) or not isinstance(e, redis.RedisError)
-            self._refusing = f"Redis refuses writes: {refused}" if refused else None
-            self._last_error = f"{type(e).__name__}: {e}"
-            self._counters.errors += 1
-            self._counters.write_refusals += bool(refused)
-            wait, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_CAP_S)
-            log.warning("ingest: %s; reloading from Redis in %.2fs", self._last_error,
+            wait = self._health.failed(e, self._counters)
+            log.warning("ingest: %s; reloading from Redis in %.2fs", self._health.last_error,
                         wait, exc_info=not isinstance(e, redis.ConnectionError))
             self._stale = True
             return wait
@@ -394,15 +376,16 @@ class Engine:
             except Exception as e:
                 log.warning("ingest: last commit or snapshot not confirmed at stop: %s", e)
         self._drop_pipeline()
-        self._connected = False
+        self._health.connected = False
 
     def _enter_standby(self) -> None:
-        self._standby, self._connected = True, True
+        self._standby = self._health.connected = True
         self.published.served.close()  # nothing more is served here until it takes over again
         self._reader.caught_up = False
-        self._last_error = (f"standby: the lease {self._lease.key} is held by "
-                            f"{self._lease.holder()}; taking over once it is released or "
-                            f"{self.settings.lease_ttl_s:g}s pass unrenewed")
+        self._health.last_error = (f"standby: the lease {self._lease.key} is held by "
+                                   f"{self._lease.holder()}; taking over once it is "
+                                   f"released or {self.settings.lease_ttl_s:g}s pass "
+                                   "unrenewed")
 
     def _restore(self) -> None:
         """Replace all loop state with the current snapshot; the loop then replays."""
@@ -422,12 +405,12 @@ class Engine:
         self._snapshot_cursor = state.cursor
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
-        self._replay = Replay(total=r.behind)
+        self._health.replay = Replay(total=r.behind)
         published.restored(r.predictions, r.output_id, r.output_cursor, r.keep_served)
         published.registry(state.registry)
         published.scores_of(state, force=True)
         self._set_applied(state.cursor)
-        self._connected = True
+        self._health.connected = True
         todo = "an unknown number of" if r.behind is None else f"{r.behind:,}"
         if r.fresh:
             log.info("ingest: a new state, reading %s from %s (%s entries)", self.settings.stream,
@@ -489,11 +472,12 @@ class Engine:
 
     def _mark_current(self) -> None:
         """Everything read is published and the stream had nothing more: current."""
-        if self._replay is not None:
-            log.info("ingest: replayed %d entries; live", self._replay.done)
-            self._replay = None
+        h = self._health
+        if h.replay is not None:
+            log.info("ingest: replayed %d entries; live", h.replay.done)
+            h.replay = None
         self.published.current()
-        self._current_at = time.monotonic()
+        h.current_at = time.monotonic()
         self.published.scores_of(self._state, force=True)
 
     def _confirm(self) -> None:
@@ -512,7 +496,7 @@ class Engine:
                 raise
             self._counters.commit_seconds += time.perf_counter() - t0
             self._lease.renewed_at = max(self._lease.renewed_at, prepared.sent_at)
-            self._refusing = None  # Redis took a write
+            self._health.refusing = None  # Redis took a write
             self._committed(prepared)
             self._in_flight = None  # last: `ready` then sees the batch counted
 
@@ -564,7 +548,7 @@ class Engine:
             self._output_cursor = p.cursor
             c.batch_seconds.observe(time.perf_counter() - p.started)
             c.tick_to_commit.observe(max(0.0, time.time() - p.first_ms / 1000))
-        replay = self._replay
+        replay = self._health.replay
         if replay is not None:
             replay.done += p.entries
             if time.monotonic() - replay.logged_at >= REPLAY_LOG_S:
@@ -589,7 +573,7 @@ class Engine:
         written = writer.written
         writer.collect()  # a LeaseLost from the last write stops the loop here
         if writer.written > written:
-            self._refusing = None  # Redis took a write
+            self._health.refusing = None  # Redis took a write
         if writer.busy:
             return
         due = (time.monotonic() >= self._snapshot_due

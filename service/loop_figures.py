@@ -1,4 +1,5 @@
-"""What an ingest loop reports: its counters, its replay's progress, the model it serves.
+"""What an ingest loop reports: its counters, its health, its replay's progress, the model
+it serves.
 
 One Engine's figures, or several shards' engines summed (service/sharded.py); read by
 status(), /metrics and `tickstream status`.
@@ -10,9 +11,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from models.online import Counts
 from service.config import Settings
 from service.histogram import Histogram
+from service.redis_io import write_refusal
+
+BACKOFF_FIRST_S = 0.05
+BACKOFF_CAP_S = 2.0
 
 
 @dataclass
@@ -57,6 +64,41 @@ class Replay:
     def __str__(self) -> str:
         return f"replaying {self.done}" + ("" if self.total is None else f" of {self.total}") \
             + " entries since the snapshot"
+
+
+@dataclass
+class Health:
+    """How the loop is doing, for /readyz and operators; the loop thread is the only writer
+    (each field one atomic read for the others)."""
+
+    connected: bool = False
+    refusing: str | None = None  # why Redis refuses the loop's writes, if it does
+    last_error: str | None = None
+    last_ok_at: float | None = None  # time.time() of the last good turn
+    current_at: float = float("-inf")  # time.monotonic() when last caught up, all committed
+    replay: Replay | None = None  # replaying after a restore
+    backoff: float = BACKOFF_FIRST_S  # the wait after the next failed turn
+
+    @property
+    def serving(self) -> bool:
+        """Redis reachable and taking writes, replay done."""
+        return self.connected and self.refusing is None and self.replay is None
+
+    def ok(self) -> None:
+        """A turn went well."""
+        self.last_ok_at, self.backoff = time.time(), BACKOFF_FIRST_S
+
+    def failed(self, e: Exception, counters: Counters) -> float:
+        """A turn failed with `e`: what that says of Redis, counted; returns the seconds
+        to wait before the next turn (doubling up to BACKOFF_CAP_S)."""
+        refused = write_refusal(e)  # up, but not writing: it has all we wrote
+        self.connected = bool(refused) or not isinstance(e, redis.RedisError)
+        self.refusing = f"Redis refuses writes: {refused}" if refused else None
+        self.last_error = f"{type(e).__name__}: {e}"
+        counters.errors += 1
+        counters.write_refusals += bool(refused)
+        wait, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_CAP_S)
+        return wait
 
 
 def describe_model(settings: Settings, base_version: str, model_version: str,
