@@ -400,13 +400,13 @@ class Engine:
         self._state = state = r.state
         self._output_cursor = r.output_cursor
         self._reader.start(state.cursor_id,
-                           r.output_id if r.output_cursor > state.cursor else None)
+                           r.output_id if self._output_cursor > state.cursor else None)
         self._in_hand, self._unsent, self._in_flight = [], None, None
         self._snapshot_cursor = state.cursor
         self._snapshot_due = time.monotonic() + self.settings.snapshot_every_s
         self._since_snapshot = 0
         self._health.replay = Replay(total=r.behind)
-        published.restored(r.predictions, r.output_id, r.output_cursor, r.keep_served)
+        published.restored(r.predictions, r.output_id, self._output_cursor)
         published.registry(state.registry)
         published.scores_of(state, force=True)
         self._set_applied(state.cursor)

@@ -46,14 +46,13 @@ class Published:
         self.snapshot = Snapshot(predictions, time.time(), outputs.cursor or old.stream_id)
         self.served.reached(cursor)
 
-    def restored(self, predictions: dict[str, Prediction], output_id: StreamId | None,
-                 output_cursor: Cursor, keep_served: bool) -> None:
+    def restored(self, predictions: dict[str, Prediction] | None,
+                 output_id: StreamId | None, output_cursor: Cursor) -> None:
         """After a restore, the outputs Redis holds (up to `output_cursor`), and readers
-        wait on from there (it may be behind what was served: a Redis that lost it); unless
-        `keep_served`: this process serves those very outputs already (kept as they are:
-        their model_version, freshness), or more (stepped, its commit lost, the entries still
-        in the stream: the replay commits those very predictions again)."""
-        if not keep_served:
+        wait on from there (it may be behind what was served: a Redis that lost it); None:
+        what is served stands as it is (model_version and freshness too: recovery.restore
+        says when)."""
+        if predictions is not None:
             self.snapshot = Snapshot.of(predictions, time.time(), output_id)
             self.served.restart(output_cursor)
         self._scores_cursor = None

@@ -34,18 +34,24 @@ class Restored:
     behind: int | None  # entries after the cursor to replay (None: cannot be counted)
     gone: int  # entries trimmed away unread, gone on without (ACCEPT_GAP)
     output_id: StreamId | None  # the outputs of entries up to here are in Redis
-    output_cursor: Cursor  # the same, parsed (NO_CURSOR: none)
-    predictions: dict[str, Prediction]  # the latest ones written, per ticker
-    # what this process serves is what Redis holds, or past it with the entries still in
-    # the stream (a commit was lost: the replay recomputes and commits those very ones)
-    keep_served: bool
+    # the latest ones written, per ticker; None: what this process serves stands (see
+    # `restore`), Redis's copy was not read
+    predictions: dict[str, Prediction] | None
+
+    @property
+    def output_cursor(self) -> Cursor:
+        return parse_id(self.output_id) if self.output_id else NO_CURSOR
 
 
 def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings: Settings,
             artifact: Artifact, learner: OnlineLearner, row_floats: int,
             served: StreamId | None) -> Restored:
     """Load the current snapshot and the outputs written after it (StateError: a gap, or
-    a snapshot this model must not resume). `served`: the last entry this process served."""
+    a snapshot this model must not resume). `served`: the last entry this process served;
+    what it serves stands if Redis holds those outputs, or if it is ahead of them with that
+    entry still in the stream (a commit was lost: the replay recomputes and commits the
+    very same predictions). Else (FLUSHALL, the stream deleted; or, only with ACCEPT_GAP,
+    trimmed by someone else) Redis's outputs replace it."""
     base_version = artifact.meta.model_version
     store.load_scripts()
     data = store.load(row_floats, base_version)
@@ -54,18 +60,16 @@ def restore(client: redis.Redis, layout: Layout, store: SnapshotStore, settings:
         data = first_snapshot(client, layout, store, settings, row_floats, base_version)
     state = RowState.from_snapshot(artifact, settings, learner, data)
     behind, gone = entries_behind(client, settings, state)
-    out_raw, pred_raw = client.get(layout.output_cursor), client.hgetall(layout.predictions)
-    predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
-                   for k, v in pred_raw.items()}
+    out_raw = client.get(layout.output_cursor)
     output_id = out_raw.decode() if out_raw else None
     output_cursor = parse_id(output_id) if output_id else NO_CURSOR
-    # Served past the output cursor: a lost commit while that entry is still in the stream;
-    # if it is gone (FLUSHALL, the stream deleted; or, only with ACCEPT_GAP, trimmed by
-    # someone else), so is the claim of what was served on it.
     at = None if served is None else parse_id(served)
-    ahead = at is not None and (at == output_cursor or (
-        at > output_cursor and bool(client.xrange(settings.stream, served, served, count=1))))
-    return Restored(state, fresh, behind, gone, output_id, output_cursor, predictions, ahead)
+    if at is not None and (at == output_cursor or (
+            at > output_cursor and client.xrange(settings.stream, served, served, count=1))):
+        return Restored(state, fresh, behind, gone, output_id, None)
+    predictions = {k.decode(): decode_prediction(k.decode(), v, state.model_version)
+                   for k, v in client.hgetall(layout.predictions).items()}
+    return Restored(state, fresh, behind, gone, output_id, predictions)
 
 
 def first_snapshot(client: redis.Redis, layout: Layout, store: SnapshotStore,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -40,6 +41,15 @@ def cursor_age(cursor: bytes | None) -> float | None:
     return round(max(0.0, time.time() - int(cursor.partition(b"-")[0]) / 1000), 3)
 
 
+@dataclass
+class _ShardPoll:
+    """One shard's poller and the GETs waiting on it; gone with the last of them."""
+
+    waits: ServedWaits = field(default_factory=ServedWaits)
+    soon: asyncio.Event = field(default_factory=asyncio.Event)  # set: poll at once
+    task: asyncio.Task[None] | None = None
+
+
 class RemoteWaits:
     """GETs `?after=` waiting on shards that other engines run. Another process's progress
     has no push to wait on, so its output cursor is polled: by one task per shard while any
@@ -47,9 +57,7 @@ class RemoteWaits:
 
     def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
-        self._waits: dict[int, ServedWaits] = {}
-        self._pollers: dict[int, asyncio.Task[None]] = {}
-        self._soon: dict[int, asyncio.Event] = {}  # set: poll at the first pause again
+        self._polls: dict[int, _ShardPoll] = {}
         self._closed = False
 
     async def until(self, remote: Remote, cursor: Cursor, timeout: float) -> bool:
@@ -58,18 +66,17 @@ class RemoteWaits:
         own read of Redis then says why)."""
         if self._closed:
             return False
-        shard = remote.shard
-        waits = self._waits.setdefault(shard, ServedWaits())
-        if shard in self._pollers:
-            self._soon[shard].set()
+        poll = self._polls.get(remote.shard)
+        if poll is None:
+            poll = self._polls[remote.shard] = _ShardPoll()
+            poll.task = asyncio.create_task(self._poll(remote, poll))
         else:
-            self._soon[shard] = asyncio.Event()
-            self._pollers[shard] = asyncio.create_task(self._poll(remote, waits))
-        return await waits.until(cursor, timeout)
+            poll.soon.set()
+        return await poll.waits.until(cursor, timeout)
 
-    async def _poll(self, remote: Remote, waits: ServedWaits) -> None:
+    async def _poll(self, remote: Remote, poll: _ShardPoll) -> None:
         first, longest = REMOTE_POLL_S
-        pause, soon = first, self._soon[remote.shard]
+        pause, waits, soon = first, poll.waits, poll.soon
         try:
             while True:
                 soon.clear()  # a GET that starts waiting from here on gets a poll after it
@@ -95,14 +102,15 @@ class RemoteWaits:
                 except TimeoutError:
                     pause = min(pause * 2, longest)
         finally:  # the position it polled goes too: it may be stale by the next wait
-            del self._pollers[remote.shard], self._waits[remote.shard]
+            del self._polls[remote.shard]
 
     async def close(self) -> None:
         """At shutdown: the pollers end (their GETs are gone)."""
         self._closed = True
-        for task in list(self._pollers.values()):
+        tasks = [p.task for p in self._polls.values() if p.task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._pollers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def remote_prediction(redis: AnyRedis, remote: Remote,

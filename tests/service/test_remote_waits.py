@@ -48,7 +48,7 @@ def test_one_poll_answers_every_waiting_get(redis_url: str) -> None:
         timed_out = await asyncio.gather(*(waits.until(SHARD, (300, 0), 0.2)
                                            for _ in range(10)))
         await asyncio.sleep(0.1)
-        assert not waits._pollers
+        assert not waits._polls
         await waits.close()
         await redis.aclose()
         return written, gets_written, answered, gets_waiting, timed_out
